@@ -1,0 +1,1 @@
+"""Emo Pillars synthesis: narrative-grounded, resumable LLM data generation via llama.cpp."""

@@ -1,0 +1,71 @@
+"""Schema of `emopillars generate` configs (see configs/generate_*.yaml)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from emopillars_jax.config import Section
+
+
+class LLMConfig(Section):
+    model: str = "qwen2.5-0.5b"       # asset name or a local .gguf path
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = Field(None, ge=1)   # None: all cores
+    n_gpu_layers: int = Field(0, ge=-1)         # -1: offload every layer (CUDA build)
+    chat_format: str | None = None    # None: the template stored in the GGUF
+    seed: int = 0
+    engine: Literal["batched", "single"] = "batched"
+    n_seq: int = Field(8, ge=1)       # sequences decoded together by the batched engine
+    n_batch: int = Field(512, ge=8)   # llama.cpp logical batch (tokens per decode call)
+
+
+class Decoding(Section):
+    temperature: float = Field(0.0, ge=0)   # 0: greedy, as in the paper
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    repeat_penalty: float = Field(1.03, gt=0)
+    max_tokens: int = Field(300, ge=1)
+
+
+class StageDecoding(Section):
+    """Per-stage decoding; max new tokens follow the paper (300/500/100/300/300/300)."""
+    characters: Decoding = Decoding(max_tokens=300)
+    utterances: Decoding = Decoding(max_tokens=500)
+    labels: Decoding = Decoding(max_tokens=100)
+    context: Decoding = Decoding(max_tokens=300)
+    cleaning: Decoding = Decoding(max_tokens=300)
+    rewriting: Decoding = Decoding(max_tokens=300)
+
+
+class CorpusConfig(Section):
+    path: str = "embedded"            # 'embedded' (shipped plots) or a file/folder path
+    format: Literal["auto", "wikiplots", "jsonl", "folder"] = "auto"
+    titles: str | None = None         # WikiPlots titles file (default: beside the plots file)
+    max_plots: int | None = Field(None, ge=1)
+
+
+class GenerateConfig(Section):
+    out_dir: str = "runs/generate"
+    corpus: CorpusConfig = CorpusConfig()
+    llm: LLMConfig = LLMConfig()
+    decoding: StageDecoding = StageDecoding()
+    answer_mode: Literal["json", "free"] = "json"   # json: grammar-constrained answers
+    max_characters: int = Field(15, ge=1)           # per plot
+    utterances_non_neutral: int = Field(8, ge=0)    # per character
+    utterances_neutral: int = Field(2, ge=0)
+    context_fraction: float = Field(1 / 3, ge=0, le=1)
+    label_threshold: float = Field(0.3, ge=0, le=1)
+    max_retries: int = Field(2, ge=0)
+    splits_contextless: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    splits_contextual: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _splits_sum_to_one(self):
+        for name in ("splits_contextless", "splits_contextual"):
+            ratios = getattr(self, name)
+            if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+                raise ValueError(f"{name} must be three non-negative ratios summing to 1, "
+                                 f"got {list(ratios)}")
+        return self

@@ -1,0 +1,137 @@
+"""The `emopillars` command line.
+
+Each subcommand's arguments are declared here; its work lives in the module named in
+COMMANDS and is imported only when that subcommand runs (so `--help` stays fast and
+does not start JAX). Commands whose capability is not built yet say so and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import EmoPillarsError, NotBuiltError
+
+# name -> ("package.module:function" taking the parsed args, or None), one-line help
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "generate": (None, "synthesise a labelled dataset with a llama.cpp LLM (six stages)"),
+    "stats": (None, "report and plot statistics of a generated dataset"),
+    "train": (None, "train an encoder as a multi-label emotion classifier"),
+    "evaluate": (None, "evaluate a checkpoint or exported model on a labelled file"),
+    "export": (None, "export a checkpoint to a Hugging Face folder (+ PyTorch parity check)"),
+    "publish": (None, "upload an exported model or dataset to the Hugging Face Hub"),
+    "predict": (None, "predict emotions for texts or (context, utterance) pairs"),
+    "demo": (None, "run the whole method end to end on the offline defaults"),
+    "data": (None, "download benchmark datasets (GoEmotions) with checksums"),
+    "assets": ("emopillars_jax.cli:run_assets", "list and verify the offline model assets"),
+}
+NOT_BUILT_ISSUE = {"generate": 3, "stats": 3, "train": 5, "evaluate": 5, "export": 4,
+                   "publish": 6, "predict": 4, "demo": 7, "data": 6}
+
+
+def _config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--config", "-c", default=default, help="YAML config file")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides, e.g. optim.lr=3e-5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emopillars",
+        description="Emo Pillars: LLM-distilled fine-grained emotion classifiers "
+                    "(llama.cpp synthesis, JAX/Flax training, Hugging Face export).")
+    parser.add_argument("--version", action="version", version=f"emopillars {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    p = {name: sub.add_parser(name, help=help_, description=help_)
+         for name, (_, help_) in COMMANDS.items()}
+
+    _config_args(p["generate"], "configs/generate_demo.yaml")
+    p["generate"].add_argument("--shard", type=int, default=0, help="this shard's index")
+    p["generate"].add_argument("--num-shards", type=int, default=1,
+                               help="number of shards plots are split into")
+
+    p["stats"].add_argument("run_dir", help="generation output folder")
+    p["stats"].add_argument("--out", help="report folder (default: RUN_DIR/stats)")
+
+    _config_args(p["train"], "configs/train_demo.yaml")
+    _config_args(p["evaluate"], "configs/train_demo.yaml")
+
+    p["export"].add_argument("checkpoint", help="Orbax checkpoint folder (a run's checkpoints/)")
+    p["export"].add_argument("out", help="output Hugging Face folder")
+    p["export"].add_argument("--verify", action="store_true",
+                             help="load with transformers + PyTorch and compare logits")
+    p["export"].add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+    p["publish"].add_argument("folder", help="exported model folder or dataset folder")
+    p["publish"].add_argument("--repo-id", required=True, help="user/name on the Hub")
+    p["publish"].add_argument("--repo-type", default="model", choices=["model", "dataset"])
+    p["publish"].add_argument("--private", action="store_true")
+    p["publish"].add_argument("--dry-run", action="store_true", help="list what would be uploaded")
+
+    p["predict"].add_argument("model", help="exported Hugging Face folder or checkpoint folder")
+    p["predict"].add_argument("--text", action="append", help="a text (repeatable)")
+    p["predict"].add_argument("--context", help="context for a contextual model (with --text)")
+    p["predict"].add_argument("--file", help="JSON Lines or CSV file with text/context columns")
+    p["predict"].add_argument("--out", help="write predictions as JSON Lines here")
+    p["predict"].add_argument("--threshold", type=float, help="override the model's threshold")
+
+    _config_args(p["demo"], "configs/demo.yaml")
+    p["demo"].add_argument("--fresh", action="store_true", help="start over instead of resuming")
+
+    p["data"].add_argument("action", choices=["download"])
+    p["data"].add_argument("dataset", choices=["goemotions"])
+    p["data"].add_argument("--out", default="data/goemotions")
+
+    p["assets"].add_argument("action", nargs="?", default="list", choices=["list", "path"])
+    p["assets"].add_argument("name", nargs="?", help="asset name (for `path`)")
+    return parser
+
+
+def run_assets(args: argparse.Namespace) -> int:
+    from . import assets
+    if args.action == "path":
+        if not args.name:
+            raise EmoPillarsError("assets path: give an asset name or a local path")
+        print(assets.resolve(args.name))
+        return 0
+    ok = True
+    for name, status, description in assets.asset_status():
+        ok &= status.startswith("ok")
+        print(f"{name:14s} {description}\n{'':14s} {status}")
+    return 0 if ok else 1
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    target, _ = COMMANDS[args.command]
+    if target is None:
+        raise NotBuiltError(f"`emopillars {args.command}` is not built yet "
+                            f"(tracked in issue #{NOT_BUILT_ISSUE[args.command]})")
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return dispatch(args)
+    except NotBuiltError as exc:
+        print(f"emopillars: {exc}", file=sys.stderr)
+        return 2
+    except EmoPillarsError as exc:
+        print(f"emopillars {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"emopillars {args.command}: interrupted; finished work is saved, "
+              "re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
