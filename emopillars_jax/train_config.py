@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .config import Section
 from .taxonomy import NUM_LABELS
@@ -22,11 +22,28 @@ class DataConfig(Section):
     train: str | None = None
     dev: str | None = None
     test: str | None = None
-    format: Literal["auto", "emopillars", "jsonl", "csv"] = "auto"
+    # auto: by file name (.csv -> csv, .tsv -> goemotions, .jsonl/.json -> emopillars when the
+    # records have `utterance`, else jsonl)
+    format: Literal["auto", "emopillars", "jsonl", "csv", "goemotions"] = "auto"
     mode: Literal["contextless", "contextual"] = "contextless"
-    targets: Literal["binary", "soft"] = "binary"
+    targets: Literal["binary", "soft"] = "binary"   # soft: scores of `all_emotions_mapped`
     max_length: int = Field(128, ge=8)
     bucket_boundaries: list[int] = [32, 64, 128]
+    # generic readers: column names (labels: indices or names, list or "a,b" string)
+    text_field: str = "text"
+    context_field: str = "context"
+    labels_field: str = "labels"
+    # logical data shards: the data order depends on this number only, not on how many
+    # processes read it (None: one per process); must be a multiple of the process count
+    num_shards: int | None = Field(None, ge=1)
+    max_examples: int | None = Field(None, ge=1)     # per split, for quick runs
+
+    @model_validator(mode="after")
+    def _buckets_sorted(self):
+        b = self.bucket_boundaries
+        if not b or any(x < 1 for x in b) or sorted(set(b)) != b:
+            raise ValueError(f"bucket_boundaries must be increasing positive lengths, got {b}")
+        return self
 
 
 class OptimConfig(Section):
@@ -36,19 +53,39 @@ class OptimConfig(Section):
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     clip_norm: float | None = Field(1.0, gt=0)
     grad_accum: int = Field(1, ge=1)
+    head_lr_multiplier: float = Field(1.0, gt=0)   # LR of the classification head / encoder
     b1: float = Field(0.9, ge=0, lt=1)
     b2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
+    # per-class loss weights: None, "balanced" (from train label frequencies) or 28 numbers
+    class_weights: Literal["balanced"] | list[float] | None = None
 
 
 class MeshConfig(Section):
     shape: dict[str, int] = {"data": -1, "fsdp": 1, "tensor": 1}   # -1: fill with the rest
+    # logical axis -> mesh axis (or list of axes, or null = replicated). Parameters carry the
+    # logical names "vocab", "embed", "heads", "mlp", "labels"; the batch axis is "batch".
+    rules: dict[str, str | list[str] | None] = {
+        "batch": ["data", "fsdp"], "vocab": "tensor", "embed": "fsdp",
+        "heads": "tensor", "mlp": "tensor", "labels": None, "length": None}
+
+
+class DistributedConfig(Section):
+    # auto: initialise jax.distributed when coordinator env vars or a multi-task SLURM job say
+    # so; cluster: always, letting JAX detect the cluster (TPU pods, SLURM, ...);
+    # explicit: the fields below; off: single process
+    mode: Literal["auto", "cluster", "explicit", "off"] = "auto"
+    coordinator_address: str | None = None   # host:port of process 0
+    num_processes: int | None = Field(None, ge=1)
+    process_id: int | None = Field(None, ge=0)
 
 
 class CheckpointConfig(Section):
     every_steps: int = Field(500, ge=1)
     keep: int = Field(2, ge=1)
     keep_best: bool = True
+    resume: bool = True                 # continue from the latest good checkpoint in out_dir
+    async_save: bool = True
 
 
 class EvalConfig(Section):
@@ -56,17 +93,22 @@ class EvalConfig(Section):
     threshold: float = Field(0.5, gt=0, lt=1)
     sweep_threshold: bool = True                   # sweep 0.05..0.95 on dev for macro-F1
     per_class_thresholds: bool = False
+    batch_size: int | None = Field(None, ge=1)     # None: the training batch size
+    checkpoint: str = "best"     # for `emopillars evaluate`: best | latest | a step number
 
 
 class TrainConfig(Section):
     out_dir: str = "runs/train"
     seed: int = 0
     epochs: float = Field(10, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)   # global, over all processes and devices
     max_steps: int | None = Field(None, ge=1)
+    log_every: int = Field(10, ge=1)
+    progress: bool = True
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     mesh: MeshConfig = MeshConfig()
+    distributed: DistributedConfig = DistributedConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()

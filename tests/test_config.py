@@ -4,6 +4,7 @@ import pytest
 
 from data_gen.config import GenerateConfig
 from emopillars_jax.config import dump_config, load_config, parse_override
+from emopillars_jax.demo import DemoConfig
 from emopillars_jax.errors import ConfigError
 from emopillars_jax.train_config import TrainConfig
 
@@ -11,11 +12,13 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def schema_for(path: Path):
+    if path.name.startswith("demo"):
+        return DemoConfig
     return GenerateConfig if path.name.startswith("generate") else TrainConfig
 
 
 @pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml")
-                                        if p.name.startswith(("generate", "train", "finetune"))),
+                                        if p.name.startswith(("generate", "train", "finetune", "demo"))),
                          ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(schema_for(path), path)

@@ -1,0 +1,366 @@
+"""`emopillars generate`: run the six stages (resumably, optionally as one shard of N),
+merge shards, and assemble the context-less and contextual datasets.
+
+Layout under `out_dir`:
+    stages/ (one shard) or shards/SSSSS-of-NNNNN/   stage files, rejects.jsonl, manifest.json
+    dataset/{contextless,contextual}/{train,validation,test}.jsonl
+    manifest.json                                    resolved config, provenance, timing
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from emopillars_jax import __version__
+from emopillars_jax.config import dump_config, load_config
+from emopillars_jax.errors import EmoPillarsError
+
+from . import prompts
+from .config import GenerateConfig
+from .corpus import load_corpus, shard_plots
+from .engine import Engine, Request
+from .labels import process_labels
+from .parsing import ParseError
+from .stages import STAGES, Stage, character_items, chained_items, context_items, plot_items, \
+    stable_hash, utterance_items
+from .store import Store, read_jsonl, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+_SHARD_DIR = re.compile(r"^(\d{5})-of-(\d{5})$")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stage_dir(out_dir: Path, shard: int, num_shards: int) -> Path:
+    return out_dir / "stages" if num_shards == 1 else \
+        out_dir / "shards" / f"{shard:05d}-of-{num_shards:05d}"
+
+
+def versions() -> dict:
+    out = {"emopillars": __version__, "python": platform.python_version(),
+           "prompt_version": prompts.PROMPT_VERSION}
+    try:
+        import llama_cpp
+        out["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def make_provenance(cfg: GenerateConfig, engine: Engine) -> dict:
+    return {**engine.describe(), "prompt_version": prompts.PROMPT_VERSION,
+            "prompt_sha256": prompts.PROMPT_SHA256, "answer_mode": cfg.answer_mode,
+            "decoding": cfg.decoding.model_dump(), "retry_temperature": cfg.retry_temperature,
+            "llm_seed": cfg.llm.seed, "seed": cfg.seed}
+
+
+def fingerprint(cfg: GenerateConfig, provenance: dict) -> dict:
+    """What must not change between a run and its resumption."""
+    return {**{k: v for k, v in provenance.items() if k not in ("engine", "n_ctx")},
+            "corpus": cfg.corpus.model_dump(), "max_characters": cfg.max_characters,
+            "utterances_non_neutral": cfg.utterances_non_neutral,
+            "utterances_neutral": cfg.utterances_neutral,
+            "context_fraction": cfg.context_fraction, "max_retries": cfg.max_retries,
+            "label_threshold": cfg.label_threshold}
+
+
+# ------------------------------------------------------------------------ stage runner
+
+def make_request(stage: Stage, item: dict, cfg: GenerateConfig, attempt: int) -> Request:
+    messages, schema = stage.build(item, cfg)
+    decoding = getattr(cfg.decoding, stage.name)
+    seed = cfg.llm.seed
+    if attempt:
+        decoding = decoding.model_copy(update={"temperature": cfg.retry_temperature})
+        seed = stable_hash(cfg.llm.seed, stage.name, item[stage.key], attempt) & 0x7FFFFFFF
+    return Request(item[stage.key], tuple(messages), decoding, schema, seed, stage.name)
+
+
+def _ids(item: dict) -> dict:
+    return {k: item[k] for k in ("plot_id", "character_id", "utterance_id") if k in item}
+
+
+def run_stage(stage: Stage, items: list[dict], engine: Engine, cfg: GenerateConfig,
+              store: Store, rejects: Store) -> dict:
+    """Answer every item not yet in `store` or `rejects`; append results chunk by chunk."""
+    from tqdm import tqdm
+    pending = [it for it in items
+               if it[stage.key] not in store and f"{stage.name}:{it[stage.key]}" not in rejects]
+    start, n_done, n_rej = time.perf_counter(), 0, 0
+    chunk = max(1, engine.width) * 2
+    bar = tqdm(total=len(pending), desc=f"{stage.name:10s}", unit="item", dynamic_ncols=True,
+               disable=not cfg.progress or not pending)
+    for lo in range(0, len(pending), chunk):
+        todo = pending[lo:lo + chunk]
+        done: dict[str, dict] = {}
+        failed: dict[str, dict] = {}
+        for attempt in range(cfg.max_retries + 1):
+            if not todo:
+                break
+            answers = engine.generate([make_request(stage, it, cfg, attempt) for it in todo])
+            retry = []
+            for it, ans in zip(todo, answers):
+                key = it[stage.key]
+                reason = None
+                if ans.finish == "error":
+                    reason = f"engine error: {ans.error}"
+                else:
+                    try:
+                        fields = stage.parse(ans.text, it, cfg)
+                    except ParseError as exc:
+                        reason = f"unparseable: {exc}"
+                        if ans.finish == "length":
+                            reason += " (answer cut at max_tokens)"
+                    except Exception as exc:  # noqa: BLE001 - never crash on model output
+                        reason = f"parser error: {type(exc).__name__}: {exc}"
+                    else:
+                        done[key] = {**_ids(it), **fields, "raw": ans.text, "attempts": attempt + 1}
+                if reason is not None:
+                    failed[key] = {"id": f"{stage.name}:{key}", "stage": stage.name, **_ids(it),
+                                   "reason": reason, "raw": ans.text, "attempts": attempt + 1}
+                    if ans.finish != "error":   # a too-long prompt stays too long
+                        retry.append(it)
+            todo = retry
+        store.append(done[it[stage.key]] for it in pending[lo:lo + chunk] if it[stage.key] in done)
+        rejects.append(failed[it[stage.key]] for it in pending[lo:lo + chunk]
+                       if it[stage.key] in failed and it[stage.key] not in done)
+        n_done += len(done)
+        n_rej += sum(1 for k in failed if k not in done)
+        bar.update(len(pending[lo:lo + chunk]))
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {"items": len(items), "new": len(pending), "answered": n_done, "rejected": n_rej,
+            "seconds": round(seconds, 2),
+            "items_per_hour": round(3600 * len(pending) / seconds, 1) if pending and seconds else None}
+
+
+# ------------------------------------------------------------------------ generation
+
+def _load_manifest(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise EmoPillarsError(f"{path}: corrupted manifest (invalid JSON)") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _check_resume(manifest: dict | None, fp: dict, where: Path) -> None:
+    if manifest is None:
+        return
+    old = manifest.get("fingerprint", {})
+    diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+    if diff:
+        raise EmoPillarsError(f"{where}: holds a run with different settings ({', '.join(diff)}); "
+                              "use a new out_dir or restore the settings to resume")
+
+
+def generate(cfg: GenerateConfig, shard: int = 0, num_shards: int = 1,
+             engine: Engine | None = None) -> Path:
+    """Run (or resume) the six stages for this shard's plots; assemble when unsharded."""
+    out = Path(cfg.out_dir)
+    plots = shard_plots(load_corpus(cfg.corpus.path, cfg.corpus.format, cfg.corpus.titles,
+                                    cfg.corpus.max_plots), shard, num_shards)
+    if engine is None:
+        from .engine import open_engine
+        engine = open_engine(cfg.llm)
+    provenance = make_provenance(cfg, engine)
+    sdir = stage_dir(out, shard, num_shards)
+    sdir.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(cfg, provenance)
+    _check_resume(_load_manifest(sdir / "manifest.json"), fp, sdir)
+    manifest = {"fingerprint": fp, "provenance": provenance, "shard": shard,
+                "num_shards": num_shards, "plots": len(plots), "complete": False,
+                "started": now(), "versions": versions(), "config": cfg.model_dump(mode="json"),
+                "stages": {}}
+    _write_json(sdir / "manifest.json", manifest)
+    (sdir / "config.yaml").write_text(dump_config(cfg))
+
+    stores = {name: Store(sdir / f"{name}.jsonl", st.key) for name, st in STAGES.items()}
+    rejects = Store(sdir / "rejects.jsonl", "id")
+    t0 = time.perf_counter()
+    items = plot_items(plots)
+    for name in STAGES:
+        if name == "characters":
+            pass
+        elif name == "utterances":
+            items = character_items(items, stores["characters"])
+        elif name == "labels":
+            items = utterance_items(items, stores["utterances"])
+        elif name == "context":
+            items = context_items(items, stores["labels"], cfg)
+        elif name == "cleaning":
+            items = chained_items(items, stores["context"], "context")
+        else:
+            items = chained_items(items, stores["cleaning"], "context_clean")
+        manifest["stages"][name] = run_stage(STAGES[name], items, engine, cfg, stores[name],
+                                             rejects)
+        log.info("%s: %s", name, manifest["stages"][name])
+    manifest.update(complete=True, finished=now(), seconds=round(time.perf_counter() - t0, 2),
+                    engine_stats=vars(engine.stats))
+    _write_json(sdir / "manifest.json", manifest)
+    if num_shards == 1:
+        assemble(out, [sdir], cfg, provenance)
+    return out
+
+
+def shard_dirs(out: Path) -> list[Path]:
+    """All shard folders of one sharded run, checked complete and consistent."""
+    found = sorted(p for p in (out / "shards").glob("*-of-*") if _SHARD_DIR.match(p.name))
+    if not found:
+        raise EmoPillarsError(f"{out}/shards: no shard folders to merge (run `emopillars "
+                              "generate --shard i --num-shards N` first)")
+    counts = {int(_SHARD_DIR.match(p.name).group(2)) for p in found}
+    if len(counts) != 1:
+        raise EmoPillarsError(f"{out}/shards: shards of different runs ({sorted(counts)} shards)")
+    n = counts.pop()
+    have = {int(_SHARD_DIR.match(p.name).group(1)) for p in found}
+    missing = sorted(set(range(n)) - have)
+    incomplete = [p.name for p in found if not (_load_manifest(p / "manifest.json") or {})
+                  .get("complete")]
+    if missing or incomplete:
+        raise EmoPillarsError(f"{out}/shards: cannot merge: missing shards {missing}, "
+                              f"unfinished shards {incomplete}")
+    return found
+
+
+def merge(cfg: GenerateConfig) -> Path:
+    """Combine the shards under cfg.out_dir into one dataset."""
+    out = Path(cfg.out_dir)
+    dirs = shard_dirs(out)
+    provs = [_load_manifest(d / "manifest.json")["provenance"] for d in dirs]
+    if any(p != provs[0] for p in provs):
+        raise EmoPillarsError(f"{out}/shards: shards were generated with different models, "
+                              "prompts or decoding settings")
+    assemble(out, dirs, cfg, provs[0])
+    return out
+
+
+# ------------------------------------------------------------------------ dataset
+
+def assign_splits(plot_ids: list[str], ratios, seed: int) -> dict[str, str]:
+    """Plots -> split, by a seeded hash order and the ratios (largest remainder); every split
+    with a positive ratio gets at least one plot when there are enough plots."""
+    order = sorted(plot_ids, key=lambda p: (stable_hash("split", seed, p), p))
+    n = len(order)
+    raw = [r * n for r in ratios]
+    counts = [int(x) for x in raw]
+    for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[:n - sum(counts)]:
+        counts[i] += 1
+    for i in range(3):   # a tiny run still gets validation/test plots
+        if ratios[i] > 0 and counts[i] == 0:
+            donor = max(range(3), key=lambda j: counts[j])
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] += 1
+    out, pos = {}, 0
+    for split, c in zip(SPLITS, counts):
+        for p in order[pos:pos + c]:
+            out[p] = split
+        pos += c
+    return out
+
+
+def _merged(dirs: list[Path], name: str, key: str) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for d in dirs:
+        for r in read_jsonl(d / f"{name}.jsonl"):
+            rows[r[key]] = r
+    return rows
+
+
+def build_records(dirs: list[Path], cfg: GenerateConfig, provenance: dict) -> tuple[list, list]:
+    """Context-less and contextual records from the stage files of `dirs` (sorted by id)."""
+    recs = {name: _merged(dirs, name, st.key) for name, st in STAGES.items()}
+    plots = [{"plot_id": r["plot_id"], "title": r.get("title", "")}
+             for r in sorted(recs["characters"].values(), key=lambda r: r["plot_id"])]
+    utts = utterance_items(character_items(plots, recs["characters"]), recs["utterances"])
+    prov = {**provenance, "label_threshold": cfg.label_threshold}
+    contextless, contextual = [], []
+    for u in sorted(utts, key=lambda u: u["utterance_id"]):
+        lab = recs["labels"].get(u["utterance_id"])
+        if lab is None:
+            continue
+        pl = process_labels([tuple(p) for p in lab["emotions"]], cfg.label_threshold)
+        if pl.empty:
+            continue
+        ctx = recs["context"].get(u["utterance_id"])
+        used = [d["label"] for d in pl.all_emotions_mapped if d["score"] >= cfg.label_threshold] \
+            if ctx else []
+        base = {"plot_id": u["plot_id"], "title": u["title"], "character_id": u["character_id"],
+                "utterance_id": u["utterance_id"], "character": u["character"],
+                "utterance": u["utterance"], "text": u["utterance"],
+                "utterance_kind": u["kind"], "target_emotion": u["target_emotion"],
+                "primary_emotion": pl.primary_emotion, "expressiveness": pl.expressiveness,
+                "all_emotions": pl.all_emotions, "all_emotions_mapped": pl.all_emotions_mapped,
+                "raw_emotion_explication": lab["raw"],
+                "emotions_used_to_generate_context": used,
+                "labels": pl.labels, "targets": pl.targets}
+        contextless.append({**base, "provenance": prov})
+        clean, rew = recs["cleaning"].get(u["utterance_id"]), recs["rewriting"].get(u["utterance_id"])
+        if ctx and clean and rew:
+            contextual.append({**base, "utterance": rew["rewritten"], "text": rew["rewritten"],
+                               "original_utterance": u["utterance"],
+                               "context": clean["context_clean"],
+                               "context_raw": ctx["context"], "provenance": prov})
+    return contextless, contextual
+
+
+def assemble(out: Path, dirs: list[Path], cfg: GenerateConfig, provenance: dict) -> dict:
+    contextless, contextual = build_records(dirs, cfg, provenance)
+    plot_ids = sorted({r["plot_id"] for d in dirs for r in read_jsonl(d / "characters.jsonl")})
+    counts = {}
+    for name, rows, ratios in (("contextless", contextless, cfg.splits_contextless),
+                               ("contextual", contextual, cfg.splits_contextual)):
+        split_of = assign_splits(plot_ids, ratios, cfg.seed)
+        counts[name] = {}
+        for split in SPLITS:
+            sel = [r for r in rows if split_of.get(r["plot_id"]) == split]
+            counts[name][split] = write_jsonl_atomic(out / "dataset" / name / f"{split}.jsonl", sel)
+    shard_manifests = [_load_manifest(d / "manifest.json") or {} for d in dirs]
+    stage_totals = {}
+    for m in shard_manifests:
+        for name, st in m.get("stages", {}).items():
+            tot = stage_totals.setdefault(name, {"answered": 0, "rejected": 0, "seconds": 0.0})
+            tot["answered"] += st.get("answered", 0)
+            tot["rejected"] += st.get("rejected", 0)
+            tot["seconds"] = round(tot["seconds"] + st.get("seconds", 0.0), 2)
+    _write_json(out / "manifest.json", {
+        "assembled": now(), "provenance": provenance, "versions": versions(),
+        "config": cfg.model_dump(mode="json"), "shards": [d.name for d in dirs],
+        "plots": len(plot_ids), "dataset": counts, "stage_timing_last_session": stage_totals})
+    (out / "config.yaml").write_text(dump_config(cfg))
+    return counts
+
+
+# ------------------------------------------------------------------------ CLI
+
+def run_cli(args) -> int:
+    cfg = load_config(GenerateConfig, args.config, args.overrides)
+    if cfg.merge:
+        out = merge(cfg)
+    else:
+        out = generate(cfg, args.shard, args.num_shards)
+        if args.num_shards > 1:
+            print(f"shard {args.shard} of {args.num_shards} done under {out}/shards; when all "
+                  f"are done: emopillars generate -c {args.config} merge=true")
+            return 0
+    counts = json.loads((out / "manifest.json").read_text())["dataset"]
+    for name, c in counts.items():
+        print(f"{name:12s} " + "  ".join(f"{k}={v}" for k, v in c.items()))
+    print(f"dataset: {out / 'dataset'}")
+    return 0

@@ -1,0 +1,74 @@
+"""Benchmark scores from gold label sets and predicted probabilities.
+
+The F1 family and the threshold sweep are the project's (emopillars_jax.evaluation),
+applied to the columns of the classes a benchmark is scored on. Multi-label benchmarks
+(GoEmotions) predict every class whose probability reaches one global threshold swept on
+dev, as in the paper. Single-label benchmarks (ISEAR, EmoContext, MELD, IEMOCAP) predict
+the most probable of the benchmark's own classes (with a 28-class head: the classes its
+labels map to), so no threshold plays a part.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import EmoPillarsError
+
+
+def multi_hot(label_sets: list[list[int]], num_classes: int) -> np.ndarray:
+    out = np.zeros((len(label_sets), num_classes), dtype=bool)
+    for row, ids in enumerate(label_sets):
+        out[row, list(ids)] = True
+    return out
+
+
+def scores(gold: np.ndarray, pred: np.ndarray, classes: list[int], names: list[str]) -> dict:
+    """macro/micro/weighted F1 and per-class F1 and support over the columns `classes`."""
+    from .. import evaluation
+    m = evaluation.metrics(gold[:, classes], pred[:, classes], names)
+    return {"macro_f1": m["macro_f1"], "micro_f1": m["micro_f1"],
+            "weighted_f1": m["weighted_f1"],
+            "per_class_f1": {n: m["per_class"][n]["f1"] for n in names},
+            "support": {n: m["per_class"][n]["support"] for n in names}}
+
+
+def emocontext_f1(gold_sets: list[list[int]], pred_sets: list[list[int]],
+                  class_names: list[str]) -> float:
+    """The official SemEval-2019 Task 3 score: micro-F1 over angry, sad and happy only.
+
+    Label ids index `class_names` (the head's classes); with the 28-class head the three
+    classes are the ones EmoContext's angry/sad/happy map to.
+    """
+    from ..taxonomy import BENCHMARK_LABEL_MAPS
+    mapping = BENCHMARK_LABEL_MAPS["emocontext"]
+    wanted = [mapping[n] if mapping[n] in class_names else n for n in ("angry", "sad", "happy")]
+    missing = [w for w in wanted if w not in class_names]
+    if missing:
+        raise EmoPillarsError(f"EmoContext F1: classes {missing} are not in the head's classes")
+    ids = [class_names.index(w) for w in wanted]
+    n = len(class_names)
+    return scores(multi_hot(gold_sets, n), multi_hot(pred_sets, n), ids, wanted)["micro_f1"]
+
+
+def check_probs(probs, n: int, num_classes: int, what: str = "probabilities") -> np.ndarray:
+    probs = np.asarray(probs, dtype=float)
+    if probs.shape != (n, num_classes):
+        raise EmoPillarsError(f"{what}: expected shape ({n}, {num_classes}), got {probs.shape}")
+    return probs
+
+
+def argmax_predictions(probs: np.ndarray, candidates: list[int]) -> np.ndarray:
+    """One class per row: the most probable among `candidates` (column indices)."""
+    pred = np.zeros(probs.shape, dtype=bool)
+    best = np.asarray(candidates)[probs[:, candidates].argmax(1)]
+    pred[np.arange(len(probs)), best] = True
+    return pred
+
+
+def threshold_predictions(probs: np.ndarray, threshold: float) -> np.ndarray:
+    return probs >= threshold
+
+
+def sweep_threshold(gold: np.ndarray, probs: np.ndarray, classes: list[int]) -> tuple[float, float]:
+    """The project's global threshold sweep (0.05..0.95), on the columns `classes`."""
+    from .. import evaluation
+    return evaluation.sweep_global(gold[:, classes], probs[:, classes])

@@ -1,0 +1,408 @@
+"""The paper's downstream protocol, one command per benchmark.
+
+    (a) train a student on the synthetic data            (`emopillars train`, then export)
+    (b) fine-tune it on a benchmark, starting from (a)   run_benchmark(name, init_from=(a))
+    baseline: fine-tune the plain encoder the same way   (the config's model.path)
+
+For each benchmark the runner reads the official files (adapters.py), writes them as JSON
+Lines the trainer reads (`text`, `labels`, `label_names`, optional `context`), trains
+each variant (and each fold for ISEAR's 5-fold cross-validation) through `train_fn`,
+scores the dev predictions with the benchmark's own metric (metrics.py), and writes per
+run and per variant a results table (metric, threshold, per-class F1) plus the
+comparison of (b) with the baseline (markdown, JSON and a PNG).
+
+The label space follows the config: model.num_labels 28 maps the benchmark's labels into
+the 28-class head (taxonomy.BENCHMARK_LABEL_MAPS); the benchmark's own class count trains
+a new head of that size.
+
+`train_fn(cfg: TrainConfig) -> dict` is the training step (default: the project's trainer,
+training_stack_train_fn). It must return `dev_probs` (an [N, num_labels] array of sigmoid
+probabilities for the records of cfg.data.dev, in file order) and may return `threshold`
+(chosen on dev; else the runner sweeps it) and `train_seconds`. A finished run leaves
+results.json in its folder and is skipped when the command is re-run; an interrupted one
+resumes from its checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError, EmoPillarsError, NotBuiltError
+from ..taxonomy import BENCHMARK_LABEL_MAPS, NUM_LABELS
+from . import adapters as A
+
+TrainFn = Callable[..., dict]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    files: dict[str, str]          # split -> file name inside the source folder
+    task: str                      # "multi" (threshold) or "single" (argmax over its classes)
+    metric: str                    # headline metric key in the results
+    folds: int = 0                 # >0: k-fold cross-validation over the "all" split
+    dev_filter: Callable[[dict], bool] | None = None   # "all" split -> (train, dev) by record
+    readers_kw: dict = field(default_factory=dict)
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("goemotions", {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+              "multi", "macro_f1"),
+    Benchmark("isear", {"all": "isear.csv"}, "single", "macro_f1", folds=5),
+    Benchmark("emocontext", {"train": "train.txt", "dev": "dev.txt", "test": "test.txt"},
+              "single", "emocontext_f1"),
+    Benchmark("meld", {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv",
+                       "test": "test_sent_emo.csv"}, "single", "weighted_f1"),
+    # Sessions 1-4 train, Session 5 is held out (the usual speaker-independent split)
+    Benchmark("iemocap", {"all": "."}, "single", "weighted_f1",
+              dev_filter=lambda r: r["id"].startswith("Ses05")),
+)}
+
+READERS = {"goemotions": A.read_goemotions, "isear": A.read_isear,
+           "emocontext": A.read_emocontext, "meld": A.read_meld, "iemocap": A.read_iemocap}
+
+
+def get(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise EmoPillarsError(f"unknown benchmark {name!r}: expected one of {sorted(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+def default_source(name: str) -> Path:
+    """`data/<name>` (where `emopillars data download` puts files), the usual place."""
+    return Path("data") / name
+
+
+def label_space_for(name: str, num_labels: int) -> str:
+    """The label space a config's head size asks for."""
+    native = len(A.class_names(name, "native"))
+    if num_labels == NUM_LABELS:
+        return "taxonomy"
+    if num_labels == native:
+        return "native"
+    raise ConfigError(f"model.num_labels={num_labels}: for {name} expected {NUM_LABELS} "
+                      f"(map into the 28-class head) or {native} (its own classes)")
+
+
+TFDS_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def is_tfds(source) -> bool:
+    """`tfds` or `tfds:DATA_DIR`: read GoEmotions through tensorflow-datasets."""
+    return str(source) == "tfds" or str(source).startswith("tfds:")
+
+
+def read_split(name: str, source: Path | str, split: str, label_space: str) -> list[dict]:
+    bench = get(name)
+    if is_tfds(source):
+        if name != "goemotions":
+            raise EmoPillarsError(f"{name}: only goemotions can be read through "
+                                  "tensorflow-datasets")
+        data_dir = str(source).partition(":")[2] or None
+        return A.read_goemotions_tfds(TFDS_SPLITS[split], data_dir, label_space)
+    source = Path(source)
+    path = source if bench.files.get(split) == "." else source / bench.files[split]
+    return READERS[name](path, label_space=label_space)
+
+
+# --- data preparation --------------------------------------------------------------------
+@dataclass
+class PreparedRun:
+    name: str            # "main" or "fold0".."fold4"
+    train: Path
+    dev: Path
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Atomic: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def prepare(name: str, source: str | Path, out: str | Path, label_space: str = "taxonomy",
+            folds: int | None = None, seed: int = 0, log=print) -> list[PreparedRun]:
+    """Read a benchmark's files and write the JSON Lines the trainer reads.
+
+    Writes OUT/labels.json (the head's classes) and OUT/{train,dev[,test]}.jsonl, or
+    OUT/fold<k>/{train,dev}.jsonl for cross-validation. Returns the runs to train.
+    """
+    bench, out = get(name), Path(out)
+    source = source if is_tfds(source) else Path(source)
+    if not is_tfds(source) and not source.exists():
+        hint = (" (fetch it with `emopillars data download goemotions`)"
+                if name == "goemotions" else "")
+        raise EmoPillarsError(f"{source}: {name} data folder not found{hint}")
+    classes = A.class_names(name, label_space)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.json").write_text(json.dumps(
+        {"benchmark": name, "label_space": label_space, "classes": classes}, indent=1))
+    runs = []
+    if "all" in bench.files:
+        records = read_split(name, source, "all", label_space)
+        k = folds if folds is not None else bench.folds
+        if k:
+            for f, (tr, te) in enumerate(A.cv_folds(records, k, seed)):
+                d = out / f"fold{f}"
+                write_jsonl(d / "train.jsonl", [records[i] for i in tr])
+                write_jsonl(d / "dev.jsonl", [records[i] for i in te])
+                runs.append(PreparedRun(f"fold{f}", d / "train.jsonl", d / "dev.jsonl"))
+            log(f"{name}: {len(records)} records -> {k} folds in {out}")
+            return runs
+        if bench.dev_filter is None:
+            raise EmoPillarsError(f"{name}: give folds >= 2 (one file, no fixed dev split)")
+        dev = [r for r in records if bench.dev_filter(r)]
+        train = [r for r in records if not bench.dev_filter(r)]
+        if not dev or not train:
+            raise EmoPillarsError(f"{source}: {name} needs both training and held-out "
+                                  f"records, got {len(train)} and {len(dev)}")
+        write_jsonl(out / "train.jsonl", train)
+        write_jsonl(out / "dev.jsonl", dev)
+    else:
+        for split in bench.files:
+            if split == "test" and not is_tfds(source) and \
+                    not (source / bench.files[split]).is_file():
+                continue   # test splits are often withheld
+            records = read_split(name, source, split, label_space)
+            write_jsonl(out / f"{split}.jsonl", records)
+            log(f"{name}/{split}: {len(records)} records -> {out / f'{split}.jsonl'}")
+    return [PreparedRun("main", out / "train.jsonl", out / "dev.jsonl")]
+
+
+# --- scoring -----------------------------------------------------------------------------
+def evaluated_classes(name: str, label_space: str) -> tuple[list[int], list[str]]:
+    """Head indices the benchmark is scored on, and a display name for each."""
+    classes = A.class_names(name, label_space)
+    encode = A.label_encoder(name, label_space)
+    ids: dict[int, list[str]] = {}
+    for bench_name in BENCHMARK_LABEL_MAPS[name]:
+        ids.setdefault(encode([bench_name], name, None)[0], []).append(bench_name)
+    names = []
+    for i, src in ids.items():
+        shown = "/".join(src)
+        names.append(shown if shown == classes[i] else f"{shown} ({classes[i]})")
+    return list(ids), names
+
+
+def score(name: str, label_space: str, records: list[dict], probs, threshold: float | None
+          ) -> dict:
+    """The benchmark's scores for dev `records` given the head's probabilities."""
+    from . import metrics as M
+    bench = get(name)
+    classes = A.class_names(name, label_space)
+    ids, names = evaluated_classes(name, label_space)
+    probs = M.check_probs(probs, len(records), len(classes), f"{name} dev probabilities")
+    gold = M.multi_hot([r["labels"] for r in records], len(classes))
+    if bench.task == "multi":
+        if threshold is None:
+            threshold, _ = M.sweep_threshold(gold, probs, ids)
+        pred = M.threshold_predictions(probs, threshold)
+    else:
+        threshold = None   # one label per example: the most probable benchmark class
+        pred = M.argmax_predictions(probs, ids)
+    result = {"benchmark": name, "label_space": label_space, "n_examples": len(records),
+              "decision": "threshold" if bench.task == "multi" else "argmax",
+              "threshold": threshold, **M.scores(gold, pred, ids, names)}
+    if name == "emocontext":
+        pred_sets = [list(map(int, row.nonzero()[0])) for row in pred]
+        result["emocontext_f1"] = M.emocontext_f1([r["labels"] for r in records], pred_sets,
+                                                  classes)
+    result["metric"], result["value"] = bench.metric, result[bench.metric]
+    return result
+
+
+def aggregate(results: list[dict]) -> dict:
+    """Mean (and standard deviation) over cross-validation folds."""
+    if len(results) == 1:
+        return dict(results[0])
+    out = dict(results[0])
+    for key in ("value", "macro_f1", "micro_f1", "weighted_f1", "emocontext_f1",
+                "train_seconds"):
+        vals = [r[key] for r in results if r.get(key) is not None]
+        if vals:
+            out[key] = statistics.fmean(vals)
+            out[f"{key}_std"] = statistics.pstdev(vals)
+    out["per_class_f1"] = {k: statistics.fmean(r["per_class_f1"][k] for r in results)
+                           for k in results[0]["per_class_f1"]}
+    out["support"] = {k: sum(r["support"][k] for r in results) for k in results[0]["support"]}
+    out["n_examples"] = sum(r["n_examples"] for r in results)
+    out["folds"] = len(results)
+    thresholds = [r["threshold"] for r in results if r.get("threshold") is not None]
+    out["threshold"] = statistics.fmean(thresholds) if thresholds else None
+    return out
+
+
+# --- reports -----------------------------------------------------------------------------
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def comparison_markdown(name: str, variants: dict[str, dict]) -> str:
+    """Side-by-side table of the variants (e.g. finetuned vs baseline), with deltas."""
+    cols = list(variants)
+    head = variants[cols[0]]
+    delta = len(cols) == 2
+    lines = [f"# {name}: {' vs '.join(cols)}", "",
+             "| | " + " | ".join(cols) + (f" | {cols[0]} - {cols[1]}" if delta else "") + " |",
+             "|---|" + "---|" * (len(cols) + delta)]
+
+    def row(label, key=None, per_class=None):
+        vals = [(v["per_class_f1"].get(per_class) if per_class else v.get(key))
+                for v in variants.values()]
+        d = (f" | {vals[0] - vals[1]:+.4f}" if delta and None not in vals else
+             (" | -" if delta else ""))
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in vals) + d + " |")
+
+    row(f"**{head['metric']}** (headline)", "value")
+    for key in ("macro_f1", "micro_f1", "weighted_f1"):
+        if key != head["metric"]:
+            row(key, key)
+    lines.append("| threshold | " + " | ".join(_fmt(v.get("threshold")) for v in
+                                               variants.values()) + (" | |" if delta else " |"))
+    for cls in head["per_class_f1"]:
+        row(f"F1 {cls}", per_class=cls)
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(name: str, variants: dict[str, dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    classes = list(next(iter(variants.values()))["per_class_f1"])
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) + 2), 4))
+    for k, (variant, res) in enumerate(variants.items()):
+        xs = [i + k * width for i in range(len(classes))]
+        ax.bar(xs, [res["per_class_f1"][c] for c in classes], width,
+               label=f"{variant} ({res['metric']} {res['value']:.3f})")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(classes))])
+    ax.set_xticklabels(classes, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("F1 (dev)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{name}: per-class F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(folder: Path, result: dict, title: str) -> None:
+    from ..hub import render_results_table
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    (folder / "results.md").write_text(f"# {title}\n\n{render_results_table(result)}")
+    os.replace(tmp, folder / "results.json")   # last: its presence marks the run done
+
+
+# --- the training step -------------------------------------------------------------------
+def training_stack_train_fn() -> TrainFn:
+    """The project's trainer (emopillars_jax.training, issue #5) as a train_fn.
+
+    Trains (resuming from the run's checkpoints when they exist), then predicts the dev
+    file with the best checkpoint; the runner sweeps the threshold on those probabilities.
+    """
+    try:
+        from .. import training
+    except ImportError as exc:
+        raise NotBuiltError(f"the benchmark training step needs emopillars_jax.training "
+                            f"(issue #5), which cannot be imported ({exc}); the prepared data "
+                            f"can be trained on with `emopillars train -c CONFIG "
+                            f"data.train=... data.dev=...`") from None
+
+    def train_fn(cfg) -> dict:
+        import optax
+
+        from .. import data as data_lib
+        from .. import sharding as shd
+        from ..checkpointing import restore_params
+        start = time.perf_counter()
+        summary = training.train(cfg)
+        seconds = time.perf_counter() - start
+        if summary.get("status") != "finished":
+            raise EmoPillarsError(f"{cfg.out_dir}: training stopped ({summary.get('status')}); "
+                                  "re-run the same command to resume")
+        bundle = training.load_bundle(cfg)
+        steps = training.Steps(bundle.model, shd.make_mesh(cfg.mesh.shape), cfg.mesh.rules,
+                               optax.identity(), seed=cfg.seed)
+        params, _, step = restore_params(Path(cfg.out_dir) / "checkpoints", "best",
+                                         steps.param_shardings)
+        dev = data_lib.encode(training.read_split(cfg, cfg.data.dev), bundle.encode_fn)
+        probs = steps.predict(dev, cfg.eval.batch_size or cfg.batch_size,
+                              training.bucket_boundaries(cfg), bundle.pad_id, params)
+        return {"dev_probs": probs, "train_seconds": seconds, "checkpoint_step": step}
+    return train_fn
+
+
+def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path | None = None,
+                  overrides: list[str] | tuple = (), source: str | Path | None = None,
+                  out_dir: str | Path | None = None, baseline: bool = True,
+                  folds: int | None = None, train_fn: TrainFn | None = None, log=print) -> dict:
+    """Fine-tune from `init_from` (b) and/or the config's encoder (baseline); compare.
+
+    `init_from`: the exported Hugging Face folder of the student trained on the synthetic
+    data (step a). Returns {"variants": {variant: aggregated result}, "out_dir": ...}.
+    """
+    from ..config import load_config
+    from ..train_config import TrainConfig
+    bench = get(name)
+    cfg = load_config(TrainConfig, config or Path("configs") / f"finetune_{name}.yaml", overrides)
+    label_space = label_space_for(name, cfg.model.num_labels)
+    out = Path(out_dir or cfg.out_dir)
+    runs = prepare(name, source or default_source(name), out / "data", label_space,
+                   folds=folds, seed=cfg.seed, log=log)
+    variants = {}
+    if init_from:
+        variants["finetuned"] = str(init_from)
+    if baseline:
+        variants["baseline"] = cfg.model.path
+    if not variants:
+        raise EmoPillarsError("nothing to run: give init_from (step b) and/or keep the baseline")
+    train_fn = train_fn or training_stack_train_fn()
+    summary = {}
+    for variant, model_path in variants.items():
+        fold_results = []
+        for run in runs:
+            run_dir = out / variant / run.name
+            done = run_dir / "results.json"
+            if done.is_file():
+                log(f"{name} {variant} {run.name}: done earlier, {done}")
+                fold_results.append(json.loads(done.read_text()))
+                continue
+            run_cfg = cfg.model_copy(deep=True)
+            run_cfg.out_dir = str(run_dir / "train")
+            run_cfg.model.path = model_path
+            run_cfg.data.train, run_cfg.data.dev, run_cfg.data.test = (
+                str(run.train), str(run.dev), None)
+            log(f"{name} {variant} {run.name}: training from {model_path}")
+            start = time.perf_counter()
+            outcome = train_fn(run_cfg)
+            seconds = outcome.get("train_seconds", time.perf_counter() - start)
+            result = score(name, label_space, read_jsonl(run.dev), outcome["dev_probs"],
+                           outcome.get("threshold") if bench.task == "multi" else None)
+            result.update(variant=variant, run=run.name, model=model_path,
+                          train_seconds=seconds)
+            write_results(run_dir, result, f"{name} {variant} {run.name} (dev)")
+            log(f"{name} {variant} {run.name}: {result['metric']} {result['value']:.4f}")
+            fold_results.append(result)
+        summary[variant] = aggregate(fold_results)
+        write_results(out / variant, summary[variant], f"{name} {variant} (dev)")
+    (out / "comparison.md").write_text(comparison_markdown(name, summary))
+    (out / "comparison.json").write_text(json.dumps(summary, indent=1))
+    plot_comparison(name, summary, out / "comparison.png")
+    log(f"{name}: comparison in {out / 'comparison.md'}")
+    return {"variants": summary, "out_dir": str(out)}

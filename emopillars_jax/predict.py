@@ -1,0 +1,211 @@
+"""Emotion prediction from an exported Hugging Face folder or a training checkpoint.
+
+Texts are tokenized once, sorted by length and cut into batches; each batch is padded only
+up to its length bucket, so short texts never pay for long ones and the jitted forward pass
+compiles once per (batch size, bucket).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import EmoPillarsError
+
+log = logging.getLogger(__name__)
+
+BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+class Predictor:
+    def __init__(self, model, tokenizer, labels: Sequence[str], threshold: float = 0.5,
+                 thresholds: Sequence[float] | None = None, input_mode: str = "contextless",
+                 max_length: int = 128, batch_size: int = 64,
+                 buckets: Sequence[int] = BUCKETS):
+        import jax
+        from flax import nnx
+        self.tokenizer, self.labels = tokenizer, list(labels)
+        self.threshold = np.asarray(thresholds if thresholds is not None else threshold,
+                                    np.float32)
+        max_length = min(max_length, model.config.max_tokens)
+        self.input_mode, self.max_length, self.batch_size = input_mode, max_length, batch_size
+        self.buckets = sorted({b for b in buckets if b < max_length} | {max_length})
+        self.model = model
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def probs(state, ids, mask, types):
+            return jax.nn.sigmoid(nnx.merge(graphdef, state)(ids, mask, types))
+        self._probs, self._state = probs, state
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kwargs) -> "Predictor":
+        """An exported HF folder (config.json) or a run's Orbax checkpoints folder."""
+        from .models import load_encoder, read_hf_config
+        from .tokenization import Tokenizer
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise EmoPillarsError(f"{path}: model folder not found")
+        if (path / "config.json").is_file():
+            hf = read_hf_config(path)
+            if "id2label" not in hf or hf.get("problem_type") != "multi_label_classification":
+                raise EmoPillarsError(f"{path}/config.json: not an exported multi-label "
+                                      "classifier (no id2label / problem_type)")
+            labels = [hf["id2label"][str(i)] for i in range(len(hf["id2label"]))]
+            model, _ = load_encoder(str(path), num_labels=len(labels))
+            thresholds = hf.get("thresholds")
+            if hf.get("input_max_length") and "max_length" not in kwargs:
+                kwargs["max_length"] = hf["input_max_length"]
+            return cls(model, Tokenizer.from_folder(path), labels,
+                       threshold=hf.get("threshold", 0.5),
+                       thresholds=[thresholds[n] for n in labels] if thresholds else None,
+                       input_mode=hf.get("input_mode", "contextless"), **kwargs)
+        from .export import label_names, load_from_checkpoint
+        model, meta = load_from_checkpoint(path)
+        max_length = ((meta.get("config") or {}).get("data") or {}).get("max_length")
+        if max_length and "max_length" not in kwargs:
+            kwargs["max_length"] = max_length
+        return cls(model, Tokenizer.from_folder(meta["model_path"]),
+                   label_names(model.config.num_labels, meta.get("labels")),
+                   threshold=meta.get("threshold") or 0.5, thresholds=meta.get("thresholds"),
+                   input_mode=meta.get("input_mode") or "contextless", **kwargs)
+
+    def probabilities(self, texts: Sequence[str],
+                      contexts: Sequence[str | None] | None = None) -> np.ndarray:
+        """Sigmoid probabilities [N, num_labels] in the order of `texts`."""
+        import jax.numpy as jnp
+        from .tokenization import padded_length
+        ids, types = self.tokenizer.unpadded(texts, contexts, max_length=self.max_length)
+        order = np.argsort([len(i) for i in ids], kind="stable")
+        out = np.zeros((len(texts), len(self.labels)), np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            length = padded_length(max(len(ids[r]) for r in rows), buckets=self.buckets,
+                                   max_length=self.max_length)
+            batch = self.tokenizer.pad([ids[r] for r in rows], [types[r] for r in rows], length)
+            n = len(rows)
+            if n < self.batch_size and len(texts) > self.batch_size:
+                # a full-size last batch reuses the compiled shape
+                batch = {k: np.concatenate([v, np.repeat(v[-1:], self.batch_size - n, 0)])
+                         for k, v in batch.items()}
+            p = self._probs(self._state, *(jnp.asarray(batch[k]) for k in
+                                           ("input_ids", "attention_mask", "token_type_ids")))
+            out[rows] = np.asarray(p)[:n]
+        return out
+
+    def predict(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None,
+                threshold: float | None = None) -> list[dict]:
+        """-> [{"scores": {label: prob}, "labels": [labels above threshold]}] per text."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if contexts is not None and self.input_mode != "contextual":
+            log.warning("this model was trained without context; contexts are used anyway")
+        probs = self.probabilities(list(texts), contexts)
+        thr = self.threshold if threshold is None else np.float32(threshold)
+        results = []
+        for row in probs:
+            results.append({
+                "scores": {name: round(float(p), 6) for name, p in zip(self.labels, row)},
+                "labels": [name for name, p, t in
+                           zip(self.labels, row, np.broadcast_to(thr, row.shape)) if p >= t],
+            })
+        return results
+
+
+def read_inputs(path: str | Path) -> tuple[list[str], list[str | None]]:
+    """A JSON Lines or CSV file with a `text` (or `utterance`) and optional `context` field."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmoPillarsError(f"{path}: file not found")
+    rows: Iterable[dict]
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    else:
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        raise EmoPillarsError(f"{path}:{n}: not valid JSON") from None
+    texts, contexts = [], []
+    for n, row in enumerate(rows, 1):
+        text = row.get("text") or row.get("utterance") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise EmoPillarsError(f"{path}: record {n}: expected a non-empty 'text' "
+                                  "(or 'utterance') field")
+        texts.append(text)
+        contexts.append(row.get("context") or None)
+    if not texts:
+        raise EmoPillarsError(f"{path}: no records")
+    return texts, contexts
+
+
+def _done_records(path: Path) -> int:
+    """Complete JSON lines already in `path`; a torn last line (crash) is cut off."""
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    keep = data[:data.rfind(b"\n") + 1]
+    if len(keep) != len(data):
+        path.write_bytes(keep)
+    return keep.count(b"\n")
+
+
+def run_predict(args) -> int:
+    """`emopillars predict MODEL (--text T [--context C] | --file F) [--out O] [--threshold]`.
+
+    With --out, predictions are appended chunk by chunk; re-running the same command after
+    an interruption continues after the records already written.
+    """
+    if bool(args.text) == bool(args.file):
+        raise EmoPillarsError("predict: give --text (repeatable) or --file, not both or neither")
+    if args.file:
+        texts, contexts = read_inputs(args.file)
+    else:
+        texts, contexts = list(args.text), [args.context] * len(args.text)
+    if not any(contexts):
+        contexts = None
+    from .export import quiet_orbax
+    quiet_orbax()
+    predictor = Predictor.from_path(args.model)
+    if not args.out:
+        for text, res in zip(texts, predictor.predict(texts, contexts, threshold=args.threshold)):
+            top = sorted(res["scores"].items(), key=lambda kv: -kv[1])[:3]
+            print(f"{text[:60]!r}: {', '.join(res['labels']) or '(none)'}  "
+                  f"[top: {', '.join(f'{k} {v:.2f}' for k, v in top)}]")
+        return 0
+    from tqdm import tqdm
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_records(out)
+    if done > len(texts):
+        raise EmoPillarsError(f"{out}: has {done} records, more than the {len(texts)} inputs; "
+                              "remove it or choose another --out")
+    if done:
+        with open(out, encoding="utf-8") as fh:
+            last = json.loads(fh.readlines()[-1]).get("text")
+        if last != texts[done - 1]:
+            raise EmoPillarsError(f"{out}: its record {done} is not a prediction for input "
+                                  f"{done}; remove it or choose another --out")
+        print(f"{out}: {done} predictions already there, continuing")
+    chunk = 1024
+    with open(out, "a", encoding="utf-8") as fh, \
+            tqdm(total=len(texts), initial=done, unit="text", desc="predict") as bar:
+        for start in range(done, len(texts), chunk):
+            part = slice(start, start + chunk)
+            ctx = contexts[part] if contexts else None
+            for i, res in enumerate(predictor.predict(texts[part], ctx, args.threshold)):
+                record = {"text": texts[start + i],
+                          **({"context": ctx[i]} if ctx else {}), **res}
+                fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            bar.update(len(texts[part]))
+    print(f"wrote {len(texts)} predictions to {out}")
+    return 0

@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Training throughput: the JAX/Flax step vs PyTorch transformers on the same MiniLM.
+
+Same weights (the packaged all-MiniLM-L6-v2 + a new 28-label head), batch, sequence length,
+loss (sigmoid BCE), optimizer (AdamW, weight decay 0.01, clip 1.0) and dropout; torch uses
+as many threads as cores. Each framework runs in its own subprocess so its peak memory
+(max RSS) is its own. Prints median step time, examples/s, peak memory and the ratio.
+
+  .venv/bin/python scripts/bench_train.py [--batch 32] [--length 48] [--steps 10]
+  .venv/bin/python scripts/bench_train.py --epoch ../shared/data/goemotions/train.tsv \
+      --epoch-fraction 0.1     # time part of a GoEmotions epoch with length bucketing
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SENTENCES = [
+    "I can't believe they finally fixed the bridge, it took them years!",
+    "Thanks so much for the help yesterday, you saved my whole week.",
+    "Why would anyone leave a dog alone in a hot car like that?",
+    "The meeting moved to Thursday at ten.",
+    "I miss the old house, the garden, and the way the kitchen smelled in winter.",
+    "Honestly this is the funniest thing I have read all month.",
+]
+
+
+def texts(n):
+    return [SENTENCES[i % len(SENTENCES)] + " " + SENTENCES[(i * 7 + 3) % len(SENTENCES)]
+            for i in range(n)]
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_jax(args):
+    import jax
+    import numpy as np
+    from emopillars_jax import sharding as shd
+    from emopillars_jax.config import build_config
+    from emopillars_jax.train_config import TrainConfig
+    from emopillars_jax.training import Steps, build_optimizer, load_bundle
+    from emopillars_jax.tokenization import Tokenizer
+    from emopillars_jax.assets import resolve
+    cfg = build_config(TrainConfig, {"model": {"path": "minilm-l6", "dtype": args.dtype},
+                                     "data": {"train": "x", "max_length": args.length},
+                                     "optim": {"lr": 2e-5, "schedule": "constant",
+                                               "warmup_ratio": 0.0}})
+    bundle = load_bundle(cfg)
+    tok = Tokenizer.from_folder(resolve("minilm-l6", kind="encoder"))
+    enc = tok(texts(args.batch), max_length=args.length, length=args.length)
+    rng = np.random.default_rng(0)
+    batch = {**enc, "targets": (rng.random((args.batch, 28)) < 0.1).astype(np.float32),
+             "weights": np.ones(args.batch, np.float32)}
+    steps = Steps(bundle.model, shd.make_mesh({"data": -1}), cfg.mesh.rules,
+                  build_optimizer(cfg.optim, 1000), seed=0)
+    times = []
+    for i in range(args.warmup + args.steps):
+        t = time.perf_counter()
+        m = steps.train(batch, i)
+        jax.block_until_ready(m["loss"])
+        times.append(time.perf_counter() - t)
+    return times[args.warmup:]
+
+
+def run_torch(args):
+    import torch
+    from transformers import BertForSequenceClassification
+    from emopillars_jax.assets import resolve
+    from emopillars_jax.tokenization import Tokenizer
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    folder = resolve("minilm-l6", kind="encoder")
+    model = BertForSequenceClassification.from_pretrained(str(folder), num_labels=28)
+    model.train()
+    tok = Tokenizer.from_folder(folder)
+    enc = {k: torch.from_numpy(v).long() for k, v in
+           tok(texts(args.batch), max_length=args.length, length=args.length).items()}
+    targets = (torch.rand(args.batch, 28, generator=torch.Generator().manual_seed(0)) < 0.1).float()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=2e-5, eps=1e-8)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    times = []
+    for i in range(args.warmup + args.steps):
+        t = time.perf_counter()
+        logits = model(**enc).logits
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    return times[args.warmup:]
+
+
+def run_epoch(args):
+    """A fraction of one epoch of `args.epoch` through the real training pipeline."""
+    import jax
+    from emopillars_jax import data as D
+    from emopillars_jax import sharding as shd
+    from emopillars_jax.config import build_config
+    from emopillars_jax.train_config import TrainConfig
+    from emopillars_jax.training import Steps, build_optimizer, load_bundle, read_split, \
+        bucket_boundaries
+    cfg = build_config(TrainConfig, {"batch_size": args.batch,
+                                     "model": {"path": "minilm-l6"},
+                                     "data": {"train": args.epoch, "max_length": 64,
+                                              "bucket_boundaries": [16, 24, 32, 48, 64]}})
+    bundle = load_bundle(cfg)
+    ex = read_split(cfg, args.epoch)
+    t0 = time.perf_counter()
+    enc = D.encode(ex, bundle.encode_fn)
+    t_tok = time.perf_counter() - t0
+    loader = D.TrainLoader({0: enc}, total=len(ex), num_shards=1, global_batch=args.batch,
+                           seed=0, boundaries=bucket_boundaries(cfg), pad_id=bundle.pad_id)
+    steps = Steps(bundle.model, shd.make_mesh({"data": -1}), cfg.mesh.rules,
+                  build_optimizer(cfg.optim, loader.steps_per_epoch), seed=0)
+    n = max(1, int(loader.steps_per_epoch * args.epoch_fraction))
+    # compile every bucket shape first (a one-off cost, reported separately)
+    t0 = time.perf_counter()
+    import numpy as np
+    for length in bucket_boundaries(cfg):
+        b = D.pad_batch(enc, list(range(args.batch)), length, bundle.pad_id)
+        steps._train.lower(steps.params, steps.opt_state,
+                           shd.global_batch(b, steps.batch_sharding),
+                           shd.put_global(np.int32(0), steps.repl)).compile()
+    t_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(n):
+        m = steps.train(next(loader), i)
+    jax.block_until_ready(m["loss"])
+    t_run = time.perf_counter() - t0
+    return {"examples": len(ex), "steps_per_epoch": loader.steps_per_epoch, "timed_steps": n,
+            "tokenize_s": t_tok, "compile_s": t_compile, "timed_s": t_run,
+            "epoch_estimate_min": (t_run / n * loader.steps_per_epoch + t_tok) / 60}
+
+
+def worker(args):
+    if args.worker == "epoch":
+        out = run_epoch(args)
+    else:
+        times = run_jax(args) if args.worker == "jax" else run_torch(args)
+        out = {"median_step_s": statistics.median(times), "steps": len(times),
+               "examples_per_s": args.batch / statistics.median(times)}
+    out["peak_rss_mb"] = peak_mb()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def spawn(kind, args):
+    cmd = [sys.executable, __file__, "--worker", kind] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+        if v is not None and k != "worker"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.exit(f"{kind} worker failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][7:])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=48)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--epoch", help="a GoEmotions-style training file: time part of one epoch")
+    p.add_argument("--epoch-fraction", type=float, default=0.05)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+    print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
+          f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up")
+    res = {k: spawn(k, args) for k in ("jax", "torch")}
+    for k, r in res.items():
+        print(f"{k:6s} median step {r['median_step_s'] * 1000:8.1f} ms  "
+              f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB")
+    print(f"ratio JAX/torch examples/s: {res['jax']['examples_per_s'] / res['torch']['examples_per_s']:.2f}x")
+    if args.epoch:
+        e = spawn("epoch", args)
+        print(f"epoch of {args.epoch}: {e['examples']} examples, {e['steps_per_epoch']} steps; "
+              f"{e['timed_steps']} steps in {e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, "
+              f"tokenize {e['tokenize_s']:.1f} s) -> full epoch about "
+              f"{e['epoch_estimate_min']:.1f} min, peak RSS {e['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+import functools
+import json
+
+import numpy as np
+
+from data_gen import pipeline, stats
+from data_gen.config import GenerateConfig
+from data_gen.engine import ScriptedEngine, scripted_answer
+from emopillars_jax.config import load_config
+
+
+def test_distinct_n_and_cosine_logic():
+    assert stats.distinct_n(["a b a b"], 1) == 0.5
+    assert stats.distinct_n(["a b c", "a b d"], 2) == 0.75
+    e = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    out = stats.cosine_within_across(e, ["x", "x", "y", "y"])
+    assert out["within"] == 1.0 and out["across"] == 0.0
+    assert out["within_pairs"] == 2 and out["across_pairs"] == 4
+
+
+def test_report_with_real_minilm_embeddings(tmp_path):
+    cfg = load_config(GenerateConfig, None, [f"out_dir={tmp_path / 'run'}", "corpus.max_plots=2",
+                                             "progress=false"])
+    pipeline.generate(cfg, engine=ScriptedEngine(functools.partial(scripted_answer)))
+    out = stats.write_report(tmp_path / "run", tmp_path / "report")
+    report = json.loads((out / "report.json").read_text())
+    cos = report["embedding_cosine"]
+    assert "skipped" not in cos, cos
+    for group in ("all", "neutral", "emotional"):
+        assert -1 <= cos[group]["across"] <= 1 and -1 <= cos[group]["within"] <= 1
+    # the scripted neutral lines are near-identical templates: far more similar than 'all'
+    assert cos["neutral"]["across"] > cos["all"]["across"]
+    md = (out / "report.md").read_text()
+    assert "within character" in md and "![stages_and_diversity]" in md
+    assert (out / "stages_and_diversity.png").exists()

@@ -1,0 +1,123 @@
+"""Prediction from an exported folder (real MiniLM) and from a checkpoint; the CLI."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from _tiny_hf import make_tiny, save_params_checkpoint
+from emopillars_jax import cli
+from emopillars_jax.assets import resolve
+from emopillars_jax.errors import EmoPillarsError
+from emopillars_jax.export import export_model
+from emopillars_jax.models import load_encoder
+from emopillars_jax.predict import Predictor, read_inputs
+from emopillars_jax.taxonomy import LABELS
+
+TEXTS = ["I can't stop smiling, we actually won the championship!",
+         "Ugh.",
+         "My grandmother passed away last night and I keep thinking about all the summers we "
+         "spent together at her house by the lake, and how I never called her enough.",
+         "Could you explain again how the new scheduling system is supposed to work?",
+         "Thanks a lot for covering my shift, you saved me.",
+         "Get out of my room right now!"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model, _ = load_encoder("minilm-l6", seed=5)
+    out = tmp_path_factory.mktemp("minilm") / "model"
+    return export_model(model, out, tokenizer_folder=resolve("minilm-l6"), threshold=0.5)
+
+
+def test_predict_real_text_matches_torch_and_is_order_independent(exported):
+    predictor = Predictor.from_path(exported, batch_size=4)
+    results = predictor.predict(TEXTS)
+    assert len(results) == len(TEXTS)
+    probs = np.array([[r["scores"][name] for name in LABELS] for r in results])
+    # the same probabilities as transformers + torch on the exported folder
+    tok = transformers.AutoTokenizer.from_pretrained(exported)
+    torch_model = transformers.AutoModelForSequenceClassification.from_pretrained(exported)
+    with torch.no_grad():
+        logits = torch_model(**tok(TEXTS, padding=True, return_tensors="pt")).logits
+    np.testing.assert_allclose(probs, torch.sigmoid(logits).numpy(), atol=1e-4)
+    # sorting, bucketing and batch filling do not change any row
+    single = [Predictor.predict(predictor, [t])[0]["scores"] for t in TEXTS[::-1]][::-1]
+    np.testing.assert_allclose(probs, [[s[n] for n in LABELS] for s in single], atol=1e-5)
+    for r in results:
+        assert r["labels"] == [n for n in LABELS if r["scores"][n] >= 0.5]
+    everything = predictor.predict(TEXTS[:2], threshold=0.0)
+    assert all(r["labels"] == list(LABELS) for r in everything)
+
+
+def test_predict_cli_text_and_files(exported, tmp_path, capsys):
+    assert cli.main(["predict", str(exported), "--text", TEXTS[0], "--text", TEXTS[1]]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 and "top:" in out
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    preds = tmp_path / "preds.jsonl"
+    assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(preds),
+                     "--threshold", "0.3"]) == 0
+    assert "wrote 6 predictions" in capsys.readouterr().out
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert all(r["labels"] == [n for n in LABELS if r["scores"][n] >= 0.3] for r in rows)
+    table = tmp_path / "in.csv"
+    with open(table, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, ["text", "context"])
+        writer.writeheader()
+        writer.writerows({"text": t, "context": ""} for t in TEXTS[:3])
+    assert cli.main(["predict", str(exported), "--file", str(table)]) == 0
+    assert capsys.readouterr().out.count("\n") == 3
+
+
+def test_predict_input_errors(exported, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"utterance": ""}\n')
+    with pytest.raises(EmoPillarsError, match="record 2: expected a non-empty 'text'"):
+        read_inputs(bad)
+    assert cli.main(["predict", str(exported)]) == 1
+    assert "give --text" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path / "missing"), "--text", "hi"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_contextual_prediction_from_checkpoint(tmp_path):
+    src = make_tiny(tmp_path / "src", "roberta", num_labels=28)
+    model, _ = load_encoder(str(src), token_types=2)
+    ckpt = save_params_checkpoint(model, tmp_path / "run" / "checkpoints", {
+        "model_path": str(src), "threshold": 0.5, "input_mode": "contextual"})
+    from_ckpt = Predictor.from_path(ckpt)
+    contexts = ["after years of saving she opened her bakery", None]
+    texts = ["she finally said yes", "she finally said yes"]
+    results = from_ckpt.predict(texts, contexts)
+    with_ctx, without = (np.array(list(r["scores"].values())) for r in results)
+    assert not np.allclose(with_ctx, without)   # the context reaches the model
+    out = export_model(model, tmp_path / "out", tokenizer_folder=src, input_mode="contextual")
+    again = Predictor.from_path(out).predict(texts, contexts)
+    for a, b in zip(results, again):
+        np.testing.assert_allclose(list(a["scores"].values()), list(b["scores"].values()),
+                                   atol=1e-5)
+
+
+def test_predict_file_resumes_after_interruption(exported, tmp_path, capsys):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    out = tmp_path / "preds.jsonl"
+    # two finished records (marked, to see they are kept) and a torn third line
+    kept = [json.dumps({"text": t, "scores": {}, "labels": ["kept"]}) for t in TEXTS[:2]]
+    out.write_text("\n".join(kept) + "\n" + '{"text": "My grand')
+    assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(out)]) == 0
+    assert "2 predictions already there" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == TEXTS
+    assert [r["labels"] for r in rows[:2]] == [["kept"], ["kept"]]
+    assert all(len(r["scores"]) == 28 for r in rows[2:])
+    # an output file of other inputs is refused, not appended to
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"text": "something else"}) + "\n")
+    assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(other)]) == 1
+    assert "is not a prediction for input 1" in capsys.readouterr().err
