@@ -56,7 +56,10 @@ class EngineStats:
 class Engine(Protocol):
     stats: EngineStats
 
-    def generate(self, requests: list[Request]) -> list[Completion]: ...
+    def generate(self, requests: list[Request],
+                 on_done: Callable[[int], None] | None = None) -> list[Completion]:
+        """Answers in request order; on_done(i) is called as request i finishes."""
+        ...
 
     def describe(self) -> dict: ...
 
@@ -78,15 +81,17 @@ class ScriptedEngine:
     def width(self) -> int:
         return self._width
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         out = []
-        for req in requests:
+        for i, req in enumerate(requests):
             self.requests.append(req)
             if self.delay:
                 time.sleep(self.delay)
             text = self.answer(req)
             self.stats.calls += 1
             out.append(Completion(text=text, n_generated=len(text.split())))
+            if on_done:
+                on_done(i)
         return out
 
     def describe(self) -> dict:
@@ -220,12 +225,16 @@ class LlamaEngine:
         return self.llm.tokenize(result.prompt.encode("utf-8"),
                                  add_bos=not result.added_special, special=True)
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         start = time.perf_counter()
+        done = on_done or (lambda i: None)
         if self.mode == "single":
-            out = [self._single(r) for r in requests]
+            out = []
+            for i, r in enumerate(requests):
+                out.append(self._single(r))
+                done(i)
         else:
-            out = self._batched(requests)
+            out = self._batched(requests, done)
         self.stats.seconds += time.perf_counter() - start
         self.stats.calls += len(requests)
         for c in out:
@@ -288,6 +297,10 @@ class LlamaEngine:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.cfg.n_batch, 0, self.cfg.n_seq)
         self._cached: dict[int, list[int]] = {}   # seq id -> tokens whose KV it holds
+        import numpy as np
+        # candidate buffer laid out as llama_token_data {int32 id; float logit; float p}
+        self._cand = np.zeros(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._vocab_ids = np.arange(self._n_vocab, dtype=np.int32)
 
     def close(self) -> None:
         if self._ctx is not None:
@@ -301,15 +314,13 @@ class LlamaEngine:
             self.close()
 
     def _sampler(self, req: Request):
+        """(chain, grammar): penalties -> greedy or top-k/top-p/temperature/dist, and the
+        request's grammar sampler (None without a schema), kept apart; see _sample."""
         lib, d = self._lib, req.decoding
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         add = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
         add(lib.llama_sampler_init_penalties(self._n_vocab, PENALTY_LAST_N,
                                              d.repeat_penalty, 0.0, 0.0))
-        if req.schema is not None:
-            g = self.grammars.get(req.schema)
-            add(lib.llama_sampler_init_grammar(self._vocab, g._grammar.encode("utf-8"),
-                                               g._root.encode("utf-8")))
         if d.temperature == 0:
             add(lib.llama_sampler_init_greedy())
         else:
@@ -318,7 +329,49 @@ class LlamaEngine:
             add(lib.llama_sampler_init_top_p(d.top_p, 1))
             add(lib.llama_sampler_init_temp(d.temperature))
             add(lib.llama_sampler_init_dist(req.seed & 0xFFFFFFFF))
-        return chain
+        grammar = None
+        if req.schema is not None:
+            g = self.grammars.get(req.schema)
+            grammar = lib.llama_sampler_init_grammar(self._vocab, g._grammar.encode("utf-8"),
+                                                     g._root.encode("utf-8"))
+        return chain, grammar
+
+    def _sample(self, chain, grammar, idx: int) -> int:
+        """Sample the token at batch row `idx`, checking the grammar lazily.
+
+        Matching a grammar against every vocabulary entry costs a third of the decode time
+        with a 150k-token vocabulary, so (as llama.cpp's own common sampler does) the token
+        is drawn without the grammar first and only if the grammar rejects it is it drawn
+        again from the grammar-masked candidates. Under greedy decoding the result is the
+        same token; under sampling the draw renormalises over the allowed tokens."""
+        import ctypes
+        import numpy as np
+        lib, cand = self._lib, self._cand
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, idx),
+                                       shape=(self._n_vocab,))
+
+        def draw(with_grammar: bool) -> int:
+            cand["id"] = self._vocab_ids
+            cand["logit"] = logits
+            cand["p"] = 0.0
+            arr = lib.llama_token_data_array(
+                cand.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), self._n_vocab, -1,
+                False)
+            if with_grammar:
+                lib.llama_sampler_apply(grammar, ctypes.byref(arr))
+            lib.llama_sampler_apply(chain, ctypes.byref(arr))
+            return int(arr.data[arr.selected].id)
+
+        tok = draw(False)
+        if grammar is not None:
+            one = lib.llama_token_data(tok, 1.0, 0.0)
+            probe = lib.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+            lib.llama_sampler_apply(grammar, ctypes.byref(probe))
+            if one.logit == float("-inf"):
+                tok = draw(True)
+            lib.llama_sampler_accept(grammar, tok)
+        lib.llama_sampler_accept(chain, tok)
+        return tok
 
     def _admit(self, tokens: list[int], seq: int) -> int:
         """Reuse the longest cached prefix of `tokens` (from any sequence) for `seq`;
@@ -338,7 +391,7 @@ class LlamaEngine:
         self._cached[seq] = tokens[:best]
         return best
 
-    def _batched(self, requests: list[Request]) -> list[Completion]:
+    def _batched(self, requests: list[Request], done: Callable[[int], None]) -> list[Completion]:
         lib, batch = self._lib, self._batch
         results: list[Completion | None] = [None] * len(requests)
         queue = list(range(len(requests)))[::-1]
@@ -354,10 +407,12 @@ class LlamaEngine:
                 except Exception as exc:  # noqa: BLE001 - a template error is per-request
                     queue.pop()
                     results[i] = Completion("", "error", error=f"chat template: {exc}"[:200])
+                    done(i)
                     continue
                 if len(tokens) + req.decoding.max_tokens > self.cfg.n_ctx:
                     queue.pop()
                     results[i] = _too_long(len(tokens), req.decoding.max_tokens, self.cfg.n_ctx)
+                    done(i)
                     continue
                 # a prompt sharing a long prefix with one still being ingested waits a step,
                 # then copies that prefix's KV instead of computing it again
@@ -407,7 +462,7 @@ class LlamaEngine:
             for seq, idx in sample_at.items():
                 st = slots[seq]
                 req = requests[st["i"]]
-                tok = lib.llama_sampler_sample(st["sampler"], self._ctx, idx)
+                tok = self._sample(*st["sampler"], idx)
                 eog = lib.llama_vocab_is_eog(self._vocab, tok)
                 if not eog:
                     st["out"].append(tok)
@@ -415,9 +470,12 @@ class LlamaEngine:
                     text = self.llm.detokenize(st["out"]).decode("utf-8", errors="replace")
                     results[st["i"]] = Completion(text, "stop" if eog else "length",
                                                   st["n_prompt"], len(st["out"]))
-                    lib.llama_sampler_free(st["sampler"])
+                    for sampler in st["sampler"]:
+                        if sampler is not None:
+                            lib.llama_sampler_free(sampler)
                     del slots[seq]       # its KV stays cached for prefix reuse
                     free.append(seq)
+                    done(st["i"])
                 else:
                     st["pending"] = [tok]
         return results  # type: ignore[return-value]

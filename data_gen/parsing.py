@@ -182,15 +182,16 @@ def parse_utterances(text: str, mode: str, n_emotional: int, n_neutral: int) -> 
                 continue
             elif len(line.split()) >= 3 and not line.endswith(":"):
                 emotional.append((None, line))   # an utterance without its emotion tag
-    out = []
-    for label, utt in emotional[:n_emotional]:
+    out, seen = [], set()
+    candidates = [(label, utt, "emotional") for label, utt in emotional[:n_emotional]] + \
+        [(NEUTRAL, utt, "neutral") for utt in neutral[:n_neutral]]
+    for label, utt, kind in candidates:
         utt = clean_text(utt)
-        if len(utt.split()) >= 2:
-            out.append({"text": utt, "kind": "emotional", "target_emotion": label})
-    for utt in neutral[:n_neutral]:
-        utt = clean_text(utt)
-        if len(utt.split()) >= 2:
-            out.append({"text": utt, "kind": "neutral", "target_emotion": NEUTRAL})
+        key = " ".join(utt.lower().split())
+        # small models repeat one sentence for several emotions: keep its first occurrence
+        if len(utt.split()) >= 2 and key not in seen:
+            seen.add(key)
+            out.append({"text": utt, "kind": kind, "target_emotion": label})
     if not out:
         raise ParseError("no utterances found")
     return out

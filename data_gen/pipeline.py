@@ -105,7 +105,10 @@ def run_stage(stage: Stage, items: list[dict], engine: Engine, cfg: GenerateConf
         for attempt in range(cfg.max_retries + 1):
             if not todo:
                 break
-            answers = engine.generate([make_request(stage, it, cfg, attempt) for it in todo])
+            # the bar counts first answers as they finish; retries only add to the time
+            tick = (lambda i: bar.update(1)) if attempt == 0 else None
+            answers = engine.generate([make_request(stage, it, cfg, attempt) for it in todo],
+                                      on_done=tick)
             retry = []
             for it, ans in zip(todo, answers):
                 key = it[stage.key]
@@ -134,7 +137,6 @@ def run_stage(stage: Stage, items: list[dict], engine: Engine, cfg: GenerateConf
                        if it[stage.key] in failed and it[stage.key] not in done)
         n_done += len(done)
         n_rej += sum(1 for k in failed if k not in done)
-        bar.update(len(pending[lo:lo + chunk]))
     bar.close()
     seconds = time.perf_counter() - start
     return {"items": len(items), "new": len(pending), "answered": n_done, "rejected": n_rej,

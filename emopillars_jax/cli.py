@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
                 "predict emotions for texts or (context, utterance) pairs"),
     "demo": ("emopillars_jax.demo:run_cli",
              "run the whole method end to end on the offline defaults"),
+    "benchmark": ("emopillars_jax.benchmarks.commands:run_benchmark_cli",
+                  "fine-tune on a benchmark from a student and as a baseline; compare"),
     "data": ("emopillars_jax.benchmarks.commands:run_data",
              "download GoEmotions (verified); prepare benchmarks as JSON Lines"),
     "assets": ("emopillars_jax.cli:run_assets", "list and verify the offline model assets"),
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p["demo"], "configs/demo.yaml")
     p["demo"].add_argument("--fresh", action="store_true", help="start over instead of resuming")
 
+    from .benchmarks.commands import add_benchmark_args
+    add_benchmark_args(p["benchmark"])
+
     p["data"].add_argument("action", choices=["download", "prepare"],
                            help="download: fetch and verify the official GoEmotions files; "
                                 "prepare: a benchmark's files -> JSON Lines for training")
@@ -134,9 +139,22 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may follow options too (`train -c X optim.lr=1e-5`, `benchmark isear
+    # --source D epochs=2`); argparse alone would stop collecting them at the first option
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Orbax narrates every save and restore step at INFO through absl; JAX reports each
+        # accelerator backend it did not find
+        for name in ("absl", "jax._src.xla_bridge"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return dispatch(args)
     except NotBuiltError as exc:

@@ -211,14 +211,12 @@ def read_examples(path: str | Path, *, format: str = "auto", mode: str = "contex
     elif fmt == "goemotions":
         if contextual:
             raise EmoPillarsError(f"{path}: GoEmotions has no context; use data.mode=contextless")
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 2:
-                    raise EmoPillarsError(f"{path}:{n}: expected 'text<TAB>label ids[<TAB>id]'")
-                add(parts[0], None, _label_ids(parts[1], f"{path}:{n}: labels", num_labels), None)
-                if max_examples and len(rows) >= max_examples:
-                    break
+        from .benchmarks.adapters import read_goemotions   # the one reader of the TSV format
+        for rec in read_goemotions(path):
+            add(rec["text"], None, _label_ids(rec["labels"], f"{path}: {rec['id']}", num_labels),
+                None)
+            if max_examples and len(rows) >= max_examples:
+                break
     else:
         raise EmoPillarsError(f"{path}: unknown data format {fmt!r}")
     if not rows:

@@ -51,10 +51,15 @@ def metrics(gold: np.ndarray, pred: np.ndarray, names: Sequence[str] | None = No
 
 
 def sweep_global(gold: np.ndarray, probs: np.ndarray, grid=SWEEP) -> tuple[float, float]:
-    """The global threshold maximising macro-F1 (the lowest one on ties) and its score."""
-    scores = [metrics(gold, predict(probs, t))["macro_f1"] for t in grid]
-    best = int(np.argmax(scores))
-    return float(grid[best]), float(scores[best])
+    """The global threshold maximising macro-F1, and its score.
+
+    Ties are broken by micro-F1, which also counts false positives in classes absent from
+    dev (macro-F1 ignores them: on a small dev set with one class every threshold would
+    tie and the lowest would predict every label), then by the lowest threshold."""
+    scores = [(m["macro_f1"], m["micro_f1"])
+              for m in (metrics(gold, predict(probs, t)) for t in grid)]
+    best = max(range(len(grid)), key=lambda i: (scores[i], -i))
+    return float(grid[best]), float(scores[best][0])
 
 
 def sweep_per_class(gold: np.ndarray, probs: np.ndarray, default: float,

@@ -502,3 +502,13 @@ def test_benchmark_module_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["run", "isear", "--source", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "isear data folder not found" in err
+
+
+def test_benchmark_subcommand_takes_overrides_after_options(tmp_path, capsys):
+    from emopillars_jax.cli import main
+    # the override after --source is collected (not "unrecognized"), then validated
+    assert main(["benchmark", "isear", "--source", str(tmp_path), "epochs=0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epochs" in err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "isear", "--source", str(tmp_path), "--bogus"])

@@ -35,6 +35,15 @@ def test_global_sweep_finds_the_separating_threshold_and_test_reuses_it():
     assert fixed["global"] == 0.5
 
 
+def test_sweep_ties_on_macro_f1_are_broken_against_false_positives():
+    # dev holds one class only: every threshold up to 0.6 gives it macro-F1 1.0, but low
+    # thresholds also fire the absent class, which micro-F1 counts
+    gold = np.array([[1, 0]] * 4, bool)
+    probs = np.array([[0.7, 0.3]] * 4)
+    t, score = E.sweep_global(gold, probs)
+    assert score == 1.0 and 0.3 < t <= 0.7
+
+
 def test_per_class_thresholds_differ_when_classes_are_calibrated_differently():
     rng = np.random.default_rng(1)
     gold = rng.random((300, 2)) < 0.4

@@ -95,6 +95,19 @@ def test_free_text_shapes():
         parsing.parse_utterances("Sure, here you go:", "free", 8, 2)
 
 
+def test_repeated_utterances_are_kept_once():
+    # recorded from the demo's 0.5B model under greedy decoding: one sentence, four emotions
+    same = "I'm so sorry, but I can't believe that you're still alive."
+    answer = json.dumps({"emotional": [{"emotion": e, "utterance": u} for e, u in [
+        ("disappointment", same), ("disapproval", same), ("grief", "  i'm so SORRY, but I can't "
+         "believe that you're still alive."), ("joy", "The cage is open at last!")]],
+        "neutral": ["I should fetch the water before dark."]})
+    utts = parsing.parse_utterances(answer, "json", 4, 1)
+    assert [(u["target_emotion"], u["text"]) for u in utts] == [
+        ("disappointment", same), ("joy", "The cage is open at last!"),
+        ("neutral", "I should fetch the water before dark.")]
+
+
 def test_schemas_bound_arrays_and_close_the_label_set():
     s = parsing.labels_schema()["properties"]["emotions"]
     assert s["maxItems"] == 5 and s["items"]["properties"]["emotion"]["enum"] == list(LABELS)

@@ -1,11 +1,10 @@
-"""`emopillars data download|prepare ...` and `python -m emopillars_jax.benchmarks run ...`."""
+"""`emopillars data download|prepare ...` and `emopillars benchmark NAME ...`."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from ..errors import EmoPillarsError, NotBuiltError
+from ..errors import EmoPillarsError
 from . import NAMES
 
 
@@ -27,13 +26,7 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m emopillars_jax.benchmarks",
-        description="The paper's downstream protocol: fine-tune from the synthetic-data "
-                    "student (--init-from) and the plain encoder (baseline); compare.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="prepare, train both variants, score, compare")
+def add_benchmark_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("benchmark", choices=NAMES)
     run.add_argument("--init-from", help="exported HF folder of the student trained on the "
                                          "synthetic data (step a); omit for the baseline only")
@@ -44,25 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results folder (default: the config's out_dir)")
     run.add_argument("--folds", type=int, help="cross-validation folds (ISEAR default 5)")
     run.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    return parser
+
+
+def run_benchmark_cli(args: argparse.Namespace) -> int:
+    """CLI entry of `emopillars benchmark NAME ...` (errors are reported by the CLI)."""
+    from .runner import run_benchmark
+    run_benchmark(args.benchmark, args.init_from, config=args.config,
+                  overrides=args.overrides, source=args.source, out_dir=args.out,
+                  baseline=not args.no_baseline, folds=args.folds)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .runner import run_benchmark
-    try:
-        run_benchmark(args.benchmark, args.init_from, config=args.config,
-                      overrides=args.overrides, source=args.source, out_dir=args.out,
-                      baseline=not args.no_baseline, folds=args.folds)
-    except NotBuiltError as exc:
-        print(f"emopillars benchmarks: {exc}", file=sys.stderr)
-        return 2
-    except EmoPillarsError as exc:
-        print(f"emopillars benchmarks: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("emopillars benchmarks: interrupted; finished runs are saved, re-run the same "
-              "command to resume", file=sys.stderr)
-        return 130
-    return 0
+    """`python -m emopillars_jax.benchmarks run NAME ...`: the same as `emopillars benchmark`."""
+    from ..cli import main as cli_main
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        argv = argv[1:]
+    return cli_main(["benchmark", *argv])
