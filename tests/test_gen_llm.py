@@ -41,7 +41,9 @@ def test_batched_engine_is_deterministic_and_grammar_answers_parse(batched):
     # llama.cpp kernels are not batch-invariant: answers are reproducible for the same
     # history of calls (a fresh engine), which is what a rerun of a stage sees
     reqs = _requests()
-    first = batched.generate(reqs)
+    finished = []
+    first = batched.generate(reqs, on_done=finished.append)
+    assert sorted(finished) == list(range(len(reqs)))   # progress: each answer once
     fresh = open_engine(LLMConfig(model=MODEL, n_ctx=1024, n_threads=1, engine="batched",
                                   n_seq=4))
     assert [c.text for c in first] == [c.text for c in fresh.generate(reqs)]
