@@ -10,6 +10,7 @@ differences between batch shapes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
+
+import numpy as np
 
 from emopillars_jax.errors import AssetError, EmoPillarsError
 
@@ -297,7 +300,6 @@ class LlamaEngine:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._batch = llama_cpp.llama_batch_init(self.cfg.n_batch, 0, self.cfg.n_seq)
         self._cached: dict[int, list[int]] = {}   # seq id -> tokens whose KV it holds
-        import numpy as np
         # candidate buffer laid out as llama_token_data {int32 id; float logit; float p}
         self._cand = np.zeros(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
         self._vocab_ids = np.arange(self._n_vocab, dtype=np.int32)
@@ -344,8 +346,6 @@ class LlamaEngine:
         is drawn without the grammar first and only if the grammar rejects it is it drawn
         again from the grammar-masked candidates. Under greedy decoding the result is the
         same token; under sampling the draw renormalises over the allowed tokens."""
-        import ctypes
-        import numpy as np
         lib, cand = self._lib, self._cand
         logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx, idx),
                                        shape=(self._n_vocab,))

@@ -297,14 +297,8 @@ def export_from_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, *,
     return out
 
 
-def quiet_orbax() -> None:
-    """Orbax logs every step of a restore at INFO through absl; keep the CLI readable."""
-    logging.getLogger("absl").setLevel(logging.WARNING)
-
-
 def run_export(args) -> int:
     """`emopillars export CHECKPOINT OUT [--verify] [--dtype D]`."""
-    quiet_orbax()
     out = export_from_checkpoint(args.checkpoint, args.out, dtype=args.dtype,
                                  verify=args.verify)
     print(f"exported to {out}" + (" (verified against transformers + PyTorch)"

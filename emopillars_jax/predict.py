@@ -173,8 +173,6 @@ def run_predict(args) -> int:
         texts, contexts = list(args.text), [args.context] * len(args.text)
     if not any(contexts):
         contexts = None
-    from .export import quiet_orbax
-    quiet_orbax()
     predictor = Predictor.from_path(args.model)
     if not args.out:
         for text, res in zip(texts, predictor.predict(texts, contexts, threshold=args.threshold)):
