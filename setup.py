@@ -16,7 +16,7 @@ EXTRAS = {
     "torch": ["torch==2.13.0", "transformers==5.23.0"],
     "hub": ["huggingface_hub==2.4.0"],
     "tfds": ["tensorflow-datasets"],
-    "dev": ["pytest==9.2.0", "datasets==5.2.0"],
+    "dev": ["pytest==9.2.0", "datasets==5.2.0", "gguf==0.19.0"],   # gguf: scripts/make_proxy_gguf.py
 }
 EXTRAS["all"] = sorted({req for name in ("gen", "torch", "hub", "dev") for req in EXTRAS[name]})
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import json
 import logging
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,12 +179,16 @@ class LlamaEngine:
         self.mode = cfg.engine
         self.stats = EngineStats()
         self.n_threads = cfg.n_threads or max(1, os.cpu_count() or 1)
-        with _quiet():
+        with _quiet(f"loading {model_path}"):
             self.llm = llama_cpp.Llama(
                 model_path=str(model_path), n_ctx=cfg.n_ctx if self.mode == "single" else 256,
                 n_batch=min(cfg.n_batch, cfg.n_ctx), n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, n_gpu_layers=cfg.n_gpu_layers,
-                seed=cfg.seed, verbose=False)
+                # verbose: llama-cpp-python 0.3.36 maps ggml's log levels wrongly and drops
+                # even loader errors when quiet; _quiet keeps the output off the terminal
+                seed=cfg.seed, verbose=True)
+        self.llm.verbose = False        # no timing report after every completion
+        _set_llama_log_verbose(False)
         meta = self.llm.metadata
         template = cfg.chat_format if cfg.chat_format and "{%" in cfg.chat_format \
             else meta.get("tokenizer.chat_template")
@@ -290,11 +297,13 @@ class LlamaEngine:
         # (and prefixes kept for reuse) plain attention would touch every cell per token
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED \
             if self.cfg.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        with _quiet():
+        with _quiet("creating the batched context") as said:
             self._ctx = llama_cpp.llama_init_from_model(self.llm._model.model, params)
+            why = "" if self._ctx else said()
         if not self._ctx:
             raise EmoPillarsError(f"llama.cpp could not create a context of {params.n_ctx} "
-                                  "tokens for the batched engine (lower llm.n_ctx or llm.n_seq)")
+                                  "tokens for the batched engine (lower llm.n_ctx or llm.n_seq)"
+                                  + why)
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._vocab = self.llm._model.vocab
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
@@ -508,15 +517,69 @@ def _too_long(n_prompt: int, max_tokens: int, n_ctx: int) -> Completion:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Silence llama.cpp's C-level logging on stderr while loading."""
+def _quiet(what: str):
+    """Keep llama.cpp's C-level loader output (fd 1 and 2) off the terminal while `what` runs,
+    but never lose it: a Python error gets its last lines, and a native abort or crash (a
+    CUDA error, say) still prints where it happened (faulthandler on the real stderr)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    real_stderr = os.fdopen(os.dup(saved[1]), "w")
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.enable(file=real_stderr)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        def said() -> str:
+            """The loader's last lines, for an error message."""
+            sys.stderr.flush()
+            log.flush()
+            log.seek(0)
+            lines = log.read().decode(errors="replace").strip().splitlines()
+            errors = [ln.strip() for ln in lines if "error" in ln or "fail" in ln][-3:]
+            return f" (llama.cpp: {'; '.join(errors)})" if errors else ""
+
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        # llama-cpp-python's log callback prints to sys.stderr, which is not always fd 2
+        # (pytest, notebooks): point the Python streams at the log as well
+        py_streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = open(log.fileno(), "w", closefd=False)
+        try:
+            yield said
+        except Exception as err:
+            _restore(saved, py_streams)
+            raise EmoPillarsError(f"llama.cpp failed while {what}: {err}{said()}") from err
+        finally:
+            _restore(saved, py_streams)
+            faulthandler.disable()
+            if was_enabled:
+                try:                    # back onto sys.stderr, when it is a real file
+                    faulthandler.enable()
+                except (ValueError, RuntimeError, OSError):
+                    pass
+            real_stderr.close()
+
+
+def _set_llama_log_verbose(verbose: bool) -> None:
     try:
-        from llama_cpp._utils import suppress_stdout_stderr
+        from llama_cpp._logger import set_verbose
     except ImportError:
-        yield
         return
-    with suppress_stdout_stderr(disable=False):
-        yield
+    set_verbose(verbose)
+
+
+def _restore(saved: list[int], py_streams: tuple) -> None:
+    if sys.stderr is not py_streams[1]:
+        wrapper = sys.stderr
+        wrapper.flush()
+        sys.stdout, sys.stderr = py_streams
+        wrapper.close()                 # closefd=False: the log file stays open
+    for fd, old in zip((1, 2), saved):
+        if old >= 0:
+            os.dup2(old, fd)
+    for i, old in enumerate(saved):
+        if old >= 0:
+            os.close(old)
+            saved[i] = -1
 
 
 def open_engine(cfg: LLMConfig) -> LlamaEngine:

@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--n-ctx", type=int, default=2048, help="per sequence")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--n-gpu-layers", type=int, default=0)
+    ap.add_argument("--n-batch", type=int, default=512, help="llama.cpp logical batch")
     ap.add_argument("--items", type=int, default=8, help="requests per stage per repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=64, help="cap per answer (both engines)")
@@ -70,7 +71,7 @@ def main() -> int:
         for name in STAGES}
     cfg.decoding = cfg.decoding.model_copy(update=decoding)
     common = dict(model=args.model, n_ctx=args.n_ctx, n_threads=args.threads,
-                  n_gpu_layers=args.n_gpu_layers)
+                  n_gpu_layers=args.n_gpu_layers, n_batch=args.n_batch)
     engines = {"single": open_engine(LLMConfig(engine="single", **common)),
                "batched": open_engine(LLMConfig(engine="batched", n_seq=args.n_seq, **common))}
     plots = load_corpus("embedded")
@@ -79,6 +80,7 @@ def main() -> int:
           f"{args.repeats} repeats, batched n_seq={args.n_seq}, max_tokens<={args.max_tokens}")
     rates: dict[str, dict[str, list[float]]] = {s: {"single": [], "batched": []} for s in stages}
     tokens = {"single": 0, "batched": 0}
+    prompt_tokens, n_calls = 0, 0
     for r in range(args.repeats):
         for stage in stages:
             reqs = [make_request(STAGES[stage], it, cfg, 0)
@@ -90,6 +92,9 @@ def main() -> int:
                 out = eng.generate(reqs)
                 dt = time.perf_counter() - t0
                 tokens[name] += sum(c.n_generated for c in out)
+                if name == "single":
+                    prompt_tokens += sum(c.n_prompt for c in out)
+                    n_calls += len(out)
                 rates[stage][name].append(3600 * len(reqs) / dt)
     print(f"\n{'stage':12s} {'single items/h':>15s} {'batched items/h':>16s} {'ratio':>7s}")
     ratios = []
@@ -98,7 +103,8 @@ def main() -> int:
         ratios.append(b / s)
         print(f"{stage:12s} {s:15.0f} {b:16.0f} {b / s:6.2f}x")
     print(f"{'median':12s} {'':15s} {'':16s} {statistics.median(ratios):6.2f}x")
-    print("generated tokens:", tokens)
+    print("generated tokens:", tokens, f"per call: {prompt_tokens / n_calls:.0f} prompt + "
+          f"{tokens['single'] / n_calls:.0f} generated (single engine)")
     if args.n_gpu_layers:
         calls = {k: statistics.median(v for st in stages for v in rates[st][k])
                  for k in ("single", "batched")}

@@ -8,7 +8,8 @@ as many threads as cores. Each framework runs in its own subprocess so its peak 
 
   .venv/bin/python scripts/bench_train.py [--batch 32] [--length 48] [--steps 10]
   .venv/bin/python scripts/bench_train.py --epoch ../shared/data/goemotions/train.tsv \
-      --epoch-fraction 0.1     # time part of a GoEmotions epoch with length bucketing
+      --epoch-fraction 0.1 --epoch-only --buckets 16,32,64 --buckets 12,16,20,24,32,48,64
+      # time part of a GoEmotions epoch under two length-bucket sets
 """
 from __future__ import annotations
 
@@ -115,10 +116,11 @@ def run_epoch(args):
     from emopillars_jax.train_config import TrainConfig
     from emopillars_jax.training import Steps, build_optimizer, load_bundle, read_split, \
         bucket_boundaries
+    buckets = [int(x) for x in args.buckets[0].split(",")]
     cfg = build_config(TrainConfig, {"batch_size": args.batch,
                                      "model": {"path": "minilm-l6"},
                                      "data": {"train": args.epoch, "max_length": 64,
-                                              "bucket_boundaries": [16, 24, 32, 48, 64]}})
+                                              "bucket_boundaries": buckets}})
     bundle = load_bundle(cfg)
     ex = read_split(cfg, args.epoch)
     t0 = time.perf_counter()
@@ -162,7 +164,8 @@ def worker(args):
 def spawn(kind, args):
     cmd = [sys.executable, __file__, "--worker", kind] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if v is not None and k != "worker"]
+        if v is not None and k not in ("worker", "buckets", "epoch_only")]
+    cmd += [f"--buckets={b}" for b in args.buckets or []]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -180,23 +183,34 @@ def main():
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--epoch", help="a GoEmotions-style training file: time part of one epoch")
     p.add_argument("--epoch-fraction", type=float, default=0.05)
+    p.add_argument("--buckets", action="append", default=None,
+                   help="length buckets of the epoch run, comma-separated; repeat to compare "
+                        "(the first is the baseline of the printed ratios)")
+    p.add_argument("--epoch-only", action="store_true", help="skip the JAX-vs-torch step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
-          f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up")
-    res = {k: spawn(k, args) for k in ("jax", "torch")}
-    for k, r in res.items():
-        print(f"{k:6s} median step {r['median_step_s'] * 1000:8.1f} ms  "
-              f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB")
-    print(f"ratio JAX/torch examples/s: {res['jax']['examples_per_s'] / res['torch']['examples_per_s']:.2f}x")
+    if not args.epoch_only:
+        print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
+              f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up")
+        res = {k: spawn(k, args) for k in ("jax", "torch")}
+        for k, r in res.items():
+            print(f"{k:6s} median step {r['median_step_s'] * 1000:8.1f} ms  "
+                  f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB")
+        print(f"ratio JAX/torch examples/s: "
+              f"{res['jax']['examples_per_s'] / res['torch']['examples_per_s']:.2f}x")
     if args.epoch:
-        e = spawn("epoch", args)
-        print(f"epoch of {args.epoch}: {e['examples']} examples, {e['steps_per_epoch']} steps; "
-              f"{e['timed_steps']} steps in {e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, "
-              f"tokenize {e['tokenize_s']:.1f} s) -> full epoch about "
-              f"{e['epoch_estimate_min']:.1f} min, peak RSS {e['peak_rss_mb']:.0f} MB")
+        first = None
+        for buckets in args.buckets or ["16,24,32,48,64"]:
+            e = spawn("epoch", argparse.Namespace(**{**vars(args), "buckets": [buckets]}))
+            first = first or e
+            print(f"epoch of {args.epoch}, buckets {buckets}: {e['examples']} examples, "
+                  f"{e['steps_per_epoch']} steps; {e['timed_steps']} steps in "
+                  f"{e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, tokenize "
+                  f"{e['tokenize_s']:.1f} s) -> full epoch about {e['epoch_estimate_min']:.1f} "
+                  f"min ({first['epoch_estimate_min'] / e['epoch_estimate_min']:.2f}x the first), "
+                  f"peak RSS {e['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,18 @@ def test_gguf_without_chat_template_is_refused(tmp_path):
         open_engine(LLMConfig(model=str(base), n_ctx=512, n_threads=1, engine="single"))
 
 
+def test_truncated_gguf_gets_llama_cpps_reason_in_one_line(tmp_path, capfd):
+    from emopillars_jax.assets import resolve
+    from emopillars_jax.errors import EmoPillarsError
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(resolve(MODEL, kind="gguf").read_bytes()[:1000])
+    with pytest.raises(EmoPillarsError) as err:
+        open_engine(LLMConfig(model=str(cut), n_ctx=512, n_threads=1, engine="single"))
+    msg = str(err.value)
+    assert "\n" not in msg and str(cut) in msg and "failed to read" in msg
+    assert "llama_model_load" not in capfd.readouterr().err   # the loader log stayed hidden
+
+
 def test_all_six_stages_on_one_plot(tmp_path):
     cfg = load_config(GenerateConfig, None, [f"out_dir={tmp_path / 'run'}", *TINY])
     pipeline.generate(cfg)
