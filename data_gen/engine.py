@@ -519,21 +519,21 @@ def _too_long(n_prompt: int, max_tokens: int, n_ctx: int) -> Completion:
 @contextlib.contextmanager
 def _quiet(what: str):
     """Keep llama.cpp's C-level loader output (fd 1 and 2) off the terminal while `what` runs,
-    but never lose it: a Python error gets its last lines, and a native abort or crash (a
+    but never lose it: a Python error gets its error lines, and a native abort or crash (a
     CUDA error, say) still prints where it happened (faulthandler on the real stderr)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
+    py_streams = sys.stdout, sys.stderr
     real_stderr = os.fdopen(os.dup(saved[1]), "w")
     was_enabled = faulthandler.is_enabled()
     faulthandler.enable(file=real_stderr)
     with tempfile.TemporaryFile(mode="w+b") as log:
         def said() -> str:
-            """The loader's last lines, for an error message."""
+            """llama.cpp's last error lines so far, for an error message."""
             sys.stderr.flush()
-            log.flush()
             log.seek(0)
-            lines = log.read().decode(errors="replace").strip().splitlines()
+            lines = log.read().decode(errors="replace").splitlines()
             errors = [ln.strip() for ln in lines if "error" in ln or "fail" in ln][-3:]
             return f" (llama.cpp: {'; '.join(errors)})" if errors else ""
 
@@ -541,15 +541,17 @@ def _quiet(what: str):
         os.dup2(log.fileno(), 2)
         # llama-cpp-python's log callback prints to sys.stderr, which is not always fd 2
         # (pytest, notebooks): point the Python streams at the log as well
-        py_streams = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = open(log.fileno(), "w", closefd=False)
         try:
             yield said
         except Exception as err:
-            _restore(saved, py_streams)
             raise EmoPillarsError(f"llama.cpp failed while {what}: {err}{said()}") from err
         finally:
-            _restore(saved, py_streams)
+            sys.stderr.close()          # closefd=False: the log file itself stays open
+            sys.stdout, sys.stderr = py_streams
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
             faulthandler.disable()
             if was_enabled:
                 try:                    # back onto sys.stderr, when it is a real file
@@ -565,21 +567,6 @@ def _set_llama_log_verbose(verbose: bool) -> None:
     except ImportError:
         return
     set_verbose(verbose)
-
-
-def _restore(saved: list[int], py_streams: tuple) -> None:
-    if sys.stderr is not py_streams[1]:
-        wrapper = sys.stderr
-        wrapper.flush()
-        sys.stdout, sys.stderr = py_streams
-        wrapper.close()                 # closefd=False: the log file stays open
-    for fd, old in zip((1, 2), saved):
-        if old >= 0:
-            os.dup2(old, fd)
-    for i, old in enumerate(saved):
-        if old >= 0:
-            os.close(old)
-            saved[i] = -1
 
 
 def open_engine(cfg: LLMConfig) -> LlamaEngine:
