@@ -95,6 +95,9 @@ class EvalConfig(Section):
     per_class_thresholds: bool = False
     batch_size: int | None = Field(None, ge=1)     # None: the training batch size
     checkpoint: str = "best"     # for `emopillars evaluate`: best | latest | a step number
+    # single-label benchmarks: "em" re-estimates the dev set's class priors from its
+    # unlabelled predictions before the argmax (when dev's class mix differs from train's)
+    prior_shift: Literal["none", "em"] = "none"
 
 
 class TrainConfig(Section):

@@ -4,7 +4,9 @@
 Same weights (the packaged all-MiniLM-L6-v2 + a new 28-label head), batch, sequence length,
 loss (sigmoid BCE), optimizer (AdamW, weight decay 0.01, clip 1.0) and dropout; torch uses
 as many threads as cores. Each framework runs in its own subprocess so its peak memory
-(max RSS) is its own. Prints median step time, examples/s, peak memory and the ratio.
+(max RSS) is its own. Prints median step time, examples/s, peak memory and the ratio,
+and reads both against this machine's large-GEMM peak (measured in the same run): the
+step's matmul GFLOP/s and the share of the peak a 1.2x JAX step would need.
 
   .venv/bin/python scripts/bench_train.py [--batch 32] [--length 48] [--steps 10]
   .venv/bin/python scripts/bench_train.py --epoch ../shared/data/goemotions/train.tsv \
@@ -107,6 +109,44 @@ def run_torch(args):
     return times[args.warmup:]
 
 
+def step_gflop(batch: int, length: int) -> float:
+    """Matmul GFLOP of one training step (forward + backward = 3x the forward) of the
+    packaged MiniLM at this batch and length; element-wise work is not counted."""
+    from emopillars_jax.assets import resolve
+    hf = json.loads((resolve("minilm-l6", kind="encoder") / "config.json").read_text())
+    h, inter, layers = hf["hidden_size"], hf["intermediate_size"], hf["num_hidden_layers"]
+    tokens = batch * length
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * inter) + 4 * batch * length * length * h
+    head = 2 * batch * (h * h + h * 28)
+    return 3 * (layers * per_layer + head) / 1e9
+
+
+def run_gemm(args, n: int = 2048, repeats: int = 5):
+    """Large fp32 GEMM throughput (GFLOP/s) of each framework: this machine's practical
+    matmul peak, against which the training steps' matmul rates are read."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    ta, ja = torch.from_numpy(a), jnp.asarray(a)
+    dot = jax.jit(jnp.dot)
+    out = {}
+    for name, fn in (("torch", lambda: ta @ ta),
+                     ("jax", lambda: jax.block_until_ready(dot(ja, ja)))):
+        fn(), fn()
+        best = min(_timed(fn) for _ in range(repeats))
+        out[f"{name}_gflops"] = 2 * n ** 3 / best / 1e9
+    return out
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def run_epoch(args):
     """A fraction of one epoch of `args.epoch` through the real training pipeline."""
     import jax
@@ -153,6 +193,8 @@ def run_epoch(args):
 def worker(args):
     if args.worker == "epoch":
         out = run_epoch(args)
+    elif args.worker == "gemm":
+        out = run_gemm(args)
     else:
         times = run_jax(args) if args.worker == "jax" else run_torch(args)
         out = {"median_step_s": statistics.median(times), "steps": len(times),
@@ -194,12 +236,23 @@ def main():
     if not args.epoch_only:
         print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
               f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up")
-        res = {k: spawn(k, args) for k in ("jax", "torch")}
-        for k, r in res.items():
+        res = {k: spawn(k, args) for k in ("jax", "torch", "gemm")}
+        peak = max(res["gemm"]["torch_gflops"], res["gemm"]["jax_gflops"])
+        gflop = step_gflop(args.batch, args.length)
+        for k in ("jax", "torch"):
+            r = res[k]
+            rate = gflop / r["median_step_s"]
             print(f"{k:6s} median step {r['median_step_s'] * 1000:8.1f} ms  "
-                  f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB")
-        print(f"ratio JAX/torch examples/s: "
-              f"{res['jax']['examples_per_s'] / res['torch']['examples_per_s']:.2f}x")
+                  f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+                  f"matmul {rate:5.1f} GFLOP/s = {100 * rate / peak:3.0f}% of the GEMM peak")
+        ratio = res['jax']['examples_per_s'] / res['torch']['examples_per_s']
+        print(f"ratio JAX/torch examples/s: {ratio:.2f}x")
+        # the roofline: what a 1.2x JAX step would need from the cores
+        need = 1.2 * gflop / res["torch"]["median_step_s"]
+        print(f"step matmuls {gflop:.1f} GFLOP; large-GEMM peak {peak:.0f} GFLOP/s (torch "
+              f"{res['gemm']['torch_gflops']:.0f}, XLA {res['gemm']['jax_gflops']:.0f}); "
+              f"1.2x torch needs {need:.0f} GFLOP/s = {100 * need / peak:.0f}% of that peak "
+              f"for the whole step")
     if args.epoch:
         first = None
         for buckets in args.buckets or ["16,24,32,48,64"]:

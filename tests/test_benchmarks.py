@@ -297,6 +297,54 @@ def test_scores_threshold_sweep_and_argmax():
     assert pred.sum() == 4 and pred[:, 1].all()
 
 
+def shifted_posteriors(n: int, train_priors, true_priors, seed=0):
+    """Labels drawn with `true_priors`, and the posteriors of a classifier calibrated on
+    `train_priors` (Gaussian class likelihoods): a pure prior-shift set."""
+    rng = np.random.default_rng(seed)
+    k = len(train_priors)
+    y = rng.choice(k, n, p=true_priors)
+    x = np.eye(k)[y] * 2.0 + rng.normal(size=(n, k))
+    lik = np.exp(-0.5 * ((x[:, None, :] - 2.0 * np.eye(k)[None]) ** 2).sum(-1))
+    post = lik * train_priors
+    return y, post / post.sum(1, keepdims=True)
+
+
+TRAIN_MIX, DEV_MIX = np.array([0.5, 0.17, 0.17, 0.16]), np.array([0.85, 0.05, 0.05, 0.05])
+
+
+def test_em_prior_adjust_recovers_shifted_priors():
+    # a classifier calibrated on train priors (half "others") meets a set with 85% others
+    y, post = shifted_posteriors(4000, TRAIN_MIX, DEV_MIX)
+    adjusted, priors = M.em_prior_adjust(post, TRAIN_MIX)
+    assert np.abs(priors - DEV_MIX).max() < 0.02
+    assert np.allclose(adjusted.sum(1), 1.0)
+    assert (adjusted.argmax(1) == y).mean() > (post.argmax(1) == y).mean() + 0.02
+    with pytest.raises(EmoPillarsError, match="expected 4 positive training priors"):
+        M.em_prior_adjust(post, [0.5, 0.5])
+
+
+def test_score_prior_shift_em_on_emocontext():
+    cols = [tx.NEUTRAL_ID, ID["joy"], ID["sadness"], ID["anger"]]   # others happy sad angry
+    y, post = shifted_posteriors(2000, TRAIN_MIX, DEV_MIX, seed=1)
+    probs = np.zeros((len(y), tx.NUM_LABELS))
+    probs[:, cols] = post
+    dev = [{"labels": [cols[c]]} for c in y]
+    counts = (TRAIN_MIX * 1000).astype(int)
+    train = [{"labels": [cols[c]]} for c in range(4) for _ in range(counts[c])]
+    plain = R.score("emocontext", "taxonomy", dev, probs, None)
+    em = R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em",
+                 train_records=train)
+    assert plain["decision"] == "argmax" and "value_without_prior_shift" not in plain
+    assert em["decision"] == "argmax after EM prior adjustment"
+    assert em["value_without_prior_shift"] == plain["value"]
+    assert em["value"] > plain["value"] + 0.01         # fewer "others" taken for emotions
+    assert em["estimated_dev_priors"]["others (neutral)"] == pytest.approx(0.85, abs=0.03)
+    with pytest.raises(EmoPillarsError, match="needs the training records"):
+        R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em")
+    with pytest.raises(ConfigError, match="expected none or em"):
+        R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="bayes")
+
+
 # --- GoEmotions download ------------------------------------------------------------------
 class _Files(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -425,6 +473,17 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
                           train_fn=oracle_train_fn([]), log=lambda m: None)
     base = out["variants"]["baseline"]
     assert base["metric"] == "emocontext_f1" and base["value"] == 1.0
+    assert base["decision"] == "argmax after EM prior adjustment"   # the config's choice
+    probs = np.load(tmp_path / "run" / "baseline" / "main" / "dev_probs.npy")
+    assert probs.shape == (4, tx.NUM_LABELS) and probs.dtype == np.float32
+    # re-running re-scores the saved probabilities under the new config, without training
+    again = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+                            overrides=["eval.prior_shift=none"],
+                            train_fn=lambda cfg: pytest.fail("retrained"), log=lambda m: None)
+    rescored = again["variants"]["baseline"]
+    assert rescored["decision"] == "argmax" and rescored["train_seconds"] == 1.5
+    saved = json.loads((tmp_path / "run" / "baseline" / "main" / "results.json").read_text())
+    assert saved["decision"] == "argmax"
     recs = R.read_jsonl(tmp_path / "run" / "data" / "dev.jsonl")
     assert recs[0]["context"] == "Hi\nHello"
 

@@ -64,6 +64,35 @@ def argmax_predictions(probs: np.ndarray, candidates: list[int]) -> np.ndarray:
     return pred
 
 
+def em_prior_adjust(probs: np.ndarray, train_priors: np.ndarray, *, max_iter: int = 1000,
+                    tol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """Posteriors adjusted to the class priors of an unlabelled set, and those priors.
+
+    The EM procedure of Saerens, Latinne & Decaestecker (2002, "Adjusting the outputs of a
+    classifier to new a priori probabilities"): starting from the training priors,
+    alternately reweight each row by new/train prior ratios and re-estimate the priors as
+    the mean adjusted posterior. It uses no gold labels of the set it adjusts. `probs` are
+    [N, K] scores over one single-label task's K classes (renormalised per row here)."""
+    train_priors = np.asarray(train_priors, dtype=float)
+    if train_priors.shape != (probs.shape[1],) or (train_priors <= 0).any():
+        raise EmoPillarsError(f"prior adjustment: expected {probs.shape[1]} positive training "
+                              f"priors, got {train_priors.tolist()}")
+    base = np.clip(probs, 1e-12, None)
+    base = base / base.sum(1, keepdims=True)
+    priors = train_priors / train_priors.sum()
+    ratio_base = priors.copy()
+    adjusted = base
+    for _ in range(max_iter):
+        adjusted = base * (priors / ratio_base)
+        adjusted /= adjusted.sum(1, keepdims=True)
+        new = adjusted.mean(0)
+        done = np.abs(new - priors).max() < tol
+        priors = new
+        if done:
+            break
+    return adjusted, priors
+
+
 def threshold_predictions(probs: np.ndarray, threshold: float) -> np.ndarray:
     return probs >= threshold
 

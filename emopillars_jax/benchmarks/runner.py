@@ -19,8 +19,9 @@ a new head of that size.
 training_stack_train_fn). It must return `dev_probs` (an [N, num_labels] array of sigmoid
 probabilities for the records of cfg.data.dev, in file order) and may return `threshold`
 (chosen on dev; else the runner sweeps it) and `train_seconds`. A finished run leaves
-results.json in its folder and is skipped when the command is re-run; an interrupted one
-resumes from its checkpoints.
+dev_probs.npy and results.json in its folder; re-running the command does not train it
+again but re-scores those probabilities under the current config (e.g. another
+eval.prior_shift). An interrupted run resumes from its checkpoints.
 """
 from __future__ import annotations
 
@@ -198,31 +199,55 @@ def evaluated_classes(name: str, label_space: str) -> tuple[list[int], list[str]
     return list(ids), names
 
 
-def score(name: str, label_space: str, records: list[dict], probs, threshold: float | None
-          ) -> dict:
-    """The benchmark's scores for dev `records` given the head's probabilities."""
+def score(name: str, label_space: str, records: list[dict], probs, threshold: float | None,
+          *, prior_shift: str = "none", train_records: list[dict] | None = None) -> dict:
+    """The benchmark's scores for dev `records` given the head's probabilities.
+
+    prior_shift "em" (single-label benchmarks): before the argmax, adjust the dev
+    posteriors to dev class priors re-estimated by EM from the unlabelled dev predictions
+    and the class frequencies of `train_records` (metrics.em_prior_adjust). The plain
+    argmax score is kept in the result as `value_without_prior_shift`."""
+    import numpy as np
+
     from . import metrics as M
     bench = get(name)
     classes = A.class_names(name, label_space)
     ids, names = evaluated_classes(name, label_space)
     probs = M.check_probs(probs, len(records), len(classes), f"{name} dev probabilities")
     gold = M.multi_hot([r["labels"] for r in records], len(classes))
+
+    def scored(pred, decision, threshold=None) -> dict:
+        result = {"benchmark": name, "label_space": label_space, "n_examples": len(records),
+                  "decision": decision, "threshold": threshold,
+                  **M.scores(gold, pred, ids, names)}
+        if name == "emocontext":
+            pred_sets = [list(map(int, row.nonzero()[0])) for row in pred]
+            result["emocontext_f1"] = M.emocontext_f1([r["labels"] for r in records],
+                                                      pred_sets, classes)
+        result["metric"], result["value"] = bench.metric, result[bench.metric]
+        return result
+
+    if prior_shift not in ("none", "em"):
+        raise ConfigError(f"eval.prior_shift={prior_shift!r}: expected none or em")
     if bench.task == "multi":
         if threshold is None:
             threshold, _ = M.sweep_threshold(gold, probs, ids)
-        pred = M.threshold_predictions(probs, threshold)
-    else:
-        threshold = None   # one label per example: the most probable benchmark class
-        pred = M.argmax_predictions(probs, ids)
-    result = {"benchmark": name, "label_space": label_space, "n_examples": len(records),
-              "decision": "threshold" if bench.task == "multi" else "argmax",
-              "threshold": threshold, **M.scores(gold, pred, ids, names)}
-    if name == "emocontext":
-        pred_sets = [list(map(int, row.nonzero()[0])) for row in pred]
-        result["emocontext_f1"] = M.emocontext_f1([r["labels"] for r in records], pred_sets,
-                                                  classes)
-    result["metric"], result["value"] = bench.metric, result[bench.metric]
-    return result
+        return scored(M.threshold_predictions(probs, threshold), "threshold", threshold)
+    # one label per example: the most probable benchmark class
+    plain = scored(M.argmax_predictions(probs, ids), "argmax")
+    if prior_shift == "none":
+        return plain
+    if not train_records:
+        raise EmoPillarsError(f"{name}: eval.prior_shift=em needs the training records")
+    counts = M.multi_hot([r["labels"] for r in train_records], len(classes))[:, ids].sum(0)
+    train_priors = (counts + 1) / (counts.sum() + len(ids))
+    adjusted, dev_priors = M.em_prior_adjust(probs[:, ids], train_priors)
+    pred = np.zeros(probs.shape, dtype=bool)
+    pred[np.arange(len(pred)), np.asarray(ids)[adjusted.argmax(1)]] = True
+    return {**scored(pred, "argmax after EM prior adjustment"),
+            "value_without_prior_shift": plain["value"],
+            "train_priors": dict(zip(names, map(float, train_priors))),
+            "estimated_dev_priors": dict(zip(names, map(float, dev_priors)))}
 
 
 def aggregate(results: list[dict]) -> dict:
@@ -298,6 +323,14 @@ def plot_comparison(name: str, variants: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_probs(path: Path, probs) -> None:
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, np.asarray(probs, np.float32))
+    os.replace(tmp, path)
 
 
 def write_results(folder: Path, result: dict, title: str) -> None:
@@ -378,24 +411,38 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
         fold_results = []
         for run in runs:
             run_dir = out / variant / run.name
-            done = run_dir / "results.json"
+            done, probs_file = run_dir / "results.json", run_dir / "dev_probs.npy"
             if done.is_file():
-                log(f"{name} {variant} {run.name}: done earlier, {done}")
-                fold_results.append(json.loads(done.read_text()))
-                continue
-            run_cfg = cfg.model_copy(deep=True)
-            run_cfg.out_dir = str(run_dir / "train")
-            run_cfg.model.path = model_path
-            run_cfg.data.train, run_cfg.data.dev, run_cfg.data.test = (
-                str(run.train), str(run.dev), None)
-            log(f"{name} {variant} {run.name}: training from {model_path}")
-            start = time.perf_counter()
-            outcome = train_fn(run_cfg)
-            seconds = outcome.get("train_seconds", time.perf_counter() - start)
+                earlier = json.loads(done.read_text())
+                if not probs_file.is_file():
+                    log(f"{name} {variant} {run.name}: done earlier, {done}")
+                    fold_results.append(earlier)
+                    continue
+                # trained earlier: score its saved probabilities under this config
+                import numpy as np
+                outcome = {"dev_probs": np.load(probs_file),
+                           "threshold": earlier.get("threshold"),
+                           "train_seconds": earlier.get("train_seconds")}
+                log(f"{name} {variant} {run.name}: trained earlier, re-scoring {probs_file}")
+            else:
+                run_cfg = cfg.model_copy(deep=True)
+                run_cfg.out_dir = str(run_dir / "train")
+                run_cfg.model.path = model_path
+                run_cfg.data.train, run_cfg.data.dev, run_cfg.data.test = (
+                    str(run.train), str(run.dev), None)
+                log(f"{name} {variant} {run.name}: training from {model_path}")
+                start = time.perf_counter()
+                outcome = train_fn(run_cfg)
+                outcome.setdefault("train_seconds", time.perf_counter() - start)
+                # kept so the run can be re-scored (another decision rule) without training
+                save_probs(probs_file, outcome["dev_probs"])
             result = score(name, label_space, read_jsonl(run.dev), outcome["dev_probs"],
-                           outcome.get("threshold") if bench.task == "multi" else None)
+                           outcome.get("threshold") if bench.task == "multi" else None,
+                           prior_shift=cfg.eval.prior_shift,
+                           train_records=(read_jsonl(run.train)
+                                          if cfg.eval.prior_shift != "none" else None))
             result.update(variant=variant, run=run.name, model=model_path,
-                          train_seconds=seconds)
+                          train_seconds=outcome["train_seconds"])
             write_results(run_dir, result, f"{name} {variant} {run.name} (dev)")
             log(f"{name} {variant} {run.name}: {result['metric']} {result['value']:.4f}")
             fold_results.append(result)
