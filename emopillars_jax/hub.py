@@ -36,7 +36,8 @@ def render_results_table(result: dict) -> str:
     `result` keys: metric and value (the headline), threshold (None when each example
     takes its most probable class), optionally benchmark, split, n_examples, macro_f1,
     micro_f1, weighted_f1, *_std (over folds), folds, per_class_f1 {class: F1}, support
-    {class: count} and per_class_thresholds {class: threshold}.
+    {class: count}, per_class_thresholds {class: threshold}, and for a prior-shift
+    adjusted argmax: decision, value_without_prior_shift, estimated_dev_priors.
     """
     rows = [("metric", result.get("metric", "-")),
             ("value", _f(result.get("value")) + (f" ± {result['value_std']:.4f}"
@@ -48,6 +49,13 @@ def render_results_table(result: dict) -> str:
         rows.append(("threshold", _f(result["threshold"])))
     elif result.get("decision") == "argmax":
         rows.append(("threshold", "none (most probable class per example)"))
+    elif result.get("decision"):
+        rows.append(("decision", result["decision"]))
+    if result.get("value_without_prior_shift") is not None:
+        rows.append(("value with the plain argmax", _f(result["value_without_prior_shift"])))
+    if result.get("estimated_dev_priors"):
+        rows.append(("estimated dev class priors", ", ".join(
+            f"{k} {v:.3f}" for k, v in result["estimated_dev_priors"].items())))
     for key in ("macro_f1", "micro_f1", "weighted_f1", "emocontext_f1"):
         if result.get(key) is not None and key != result.get("metric"):
             rows.append((key, _f(result[key])))

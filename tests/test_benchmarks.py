@@ -474,6 +474,8 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     base = out["variants"]["baseline"]
     assert base["metric"] == "emocontext_f1" and base["value"] == 1.0
     assert base["decision"] == "argmax after EM prior adjustment"   # the config's choice
+    table = (tmp_path / "run" / "baseline" / "main" / "results.md").read_text()
+    assert "| value with the plain argmax | 1.0000 |" in table
     probs = np.load(tmp_path / "run" / "baseline" / "main" / "dev_probs.npy")
     assert probs.shape == (4, tx.NUM_LABELS) and probs.dtype == np.float32
     # re-running re-scores the saved probabilities under the new config, without training
