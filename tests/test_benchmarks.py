@@ -343,6 +343,9 @@ def test_score_prior_shift_em_on_emocontext():
         R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em")
     with pytest.raises(ConfigError, match="expected none or em"):
         R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="bayes")
+    with pytest.raises(ConfigError, match="goemotions is multi-label"):
+        R.score("goemotions", "taxonomy", dev, probs, None, prior_shift="em",
+                train_records=train)
 
 
 # --- GoEmotions download ------------------------------------------------------------------

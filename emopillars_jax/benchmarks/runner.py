@@ -230,6 +230,10 @@ def score(name: str, label_space: str, records: list[dict], probs, threshold: fl
     if prior_shift not in ("none", "em"):
         raise ConfigError(f"eval.prior_shift={prior_shift!r}: expected none or em")
     if bench.task == "multi":
+        if prior_shift != "none":
+            raise ConfigError(f"eval.prior_shift={prior_shift}: {name} is multi-label (one "
+                              "threshold per class set); the prior shift applies to "
+                              "single-label benchmarks")
         if threshold is None:
             threshold, _ = M.sweep_threshold(gold, probs, ids)
         return scored(M.threshold_predictions(probs, threshold), "threshold", threshold)
