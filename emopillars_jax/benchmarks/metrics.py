@@ -79,11 +79,10 @@ def em_prior_adjust(probs: np.ndarray, train_priors: np.ndarray, *, max_iter: in
                               f"priors, got {train_priors.tolist()}")
     base = np.clip(probs, 1e-12, None)
     base = base / base.sum(1, keepdims=True)
-    priors = train_priors / train_priors.sum()
-    ratio_base = priors.copy()
-    adjusted = base
+    train = train_priors / train_priors.sum()
+    priors, adjusted = train, base
     for _ in range(max_iter):
-        adjusted = base * (priors / ratio_base)
+        adjusted = base * (priors / train)
         adjusted /= adjusted.sum(1, keepdims=True)
         new = adjusted.mean(0)
         done = np.abs(new - priors).max() < tol
