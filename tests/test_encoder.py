@@ -57,6 +57,17 @@ def test_tiny_logits_equal_transformers(tiny):
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
 
 
+def test_first_token_only_last_layer_equals_full_encoder(tiny):
+    # the classifier path computes the last layer for position 0 only
+    family, folder = tiny
+    model, cfg = load_encoder(str(folder), num_labels=5)
+    ids, mask = map(jnp.asarray, random_batch(cfg.pad_token_id, cfg.vocab_size, seed=3))
+    full = model.encode(ids, mask)
+    first = model.encode(ids, mask, first_token_only=True)
+    assert full.shape == (3, 13, cfg.hidden_size) and first.shape == (3, 1, cfg.hidden_size)
+    np.testing.assert_allclose(np.asarray(first[:, 0]), np.asarray(full[:, 0]), atol=1e-6)
+
+
 def test_pytorch_bin_checkpoint(tmp_path):
     folder = make_tiny(tmp_path / "p", "bert")
     state = {k: torch.from_numpy(v) for k, v in load_file(folder / "model.safetensors").items()}

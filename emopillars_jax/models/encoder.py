@@ -178,21 +178,30 @@ class Layer(nnx.Module):
         self.num_heads = cfg.num_heads
         self.act = cfg.hidden_act
 
-    def __call__(self, x, mask_bias, *, deterministic, rngs):
+    def __call__(self, x, mask_bias, *, deterministic, rngs, first_token_only=False):
+        """`first_token_only`: the block's output for position 0 alone ([B, 1, H]); every
+        position still serves as key and value. What a classifier head reads of the last
+        layer, for about 10/12 less of that layer's work."""
         b, t, h = x.shape
-        split = lambda y: y.reshape(b, t, self.num_heads, h // self.num_heads)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        tq = 1 if first_token_only else t
+        # dense layers see [rows, features]: XLA:CPU runs their weight gradients as plain
+        # GEMMs then (with [B, T, H] operands it is ~1.6x slower on a dense chain's grad)
+        rows = x.reshape(b * t, h)
+        rows_q = x[:, 0] if first_token_only else rows
+        heads = lambda y, n: y.reshape(b, n, self.num_heads, h // self.num_heads)
+        q = heads(self.query(rows_q), tq)
+        k, v = heads(self.key(rows), t), heads(self.value(rows), t)
         # scores and softmax in float32 also under bf16 compute
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         scores = scores / math.sqrt(h // self.num_heads) + mask_bias
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         probs = self.attn_dropout(probs, deterministic=deterministic, rngs=rngs)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, h)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b * tq, h)
         attn = self.dropout(self.attn_out(ctx), deterministic=deterministic, rngs=rngs)
-        x = self.attn_norm(x + attn)
+        x = self.attn_norm(rows_q + attn)
         y = self.output(_ACTIVATIONS[self.act](self.intermediate(x)))
         y = self.dropout(y, deterministic=deterministic, rngs=rngs)
-        return self.out_norm(x + y)
+        return self.out_norm(x + y).reshape(b, tq, h)
 
 
 class BertHead(nnx.Module):
@@ -242,8 +251,10 @@ class EncoderClassifier(nnx.Module):
         self.dropout_rngs = nnx.Rngs(dropout=rngs.dropout())
         self.config = cfg
 
-    def encode(self, input_ids, attention_mask, token_type_ids=None, *, deterministic=True):
-        """Last hidden states [B, T, H] in the compute dtype."""
+    def encode(self, input_ids, attention_mask, token_type_ids=None, *, deterministic=True,
+               first_token_only=False):
+        """Last hidden states [B, T, H] in the compute dtype ([B, 1, H], the first token's,
+        with `first_token_only`: the last layer then skips the other positions)."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         rngs = None if deterministic else self.dropout_rngs
@@ -253,14 +264,20 @@ class EncoderClassifier(nnx.Module):
 
         def block(layer, x, mask_bias, rngs):
             return layer(x, mask_bias, deterministic=deterministic, rngs=rngs)
+
+        def last_block(layer, x, mask_bias, rngs):
+            return layer(x, mask_bias, deterministic=deterministic, rngs=rngs,
+                         first_token_only=first_token_only)
         if self.config.remat:
-            block = nnx.remat(block)
-        for layer in self.layers:
-            x = block(layer, x, mask_bias, rngs)
+            block, last_block = nnx.remat(block), nnx.remat(last_block)
+        for i, layer in enumerate(self.layers):
+            x = (last_block if i == len(self.layers) - 1 else block)(layer, x, mask_bias, rngs)
         return x
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic=True):
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic)
+        # both heads read the first token only
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic=deterministic,
+                             first_token_only=True)
         rngs = None if deterministic else self.dropout_rngs
         return self.head(hidden, deterministic=deterministic, rngs=rngs).astype(jnp.float32)
 
