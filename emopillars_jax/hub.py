@@ -37,7 +37,8 @@ def render_results_table(result: dict) -> str:
     takes its most probable class), optionally benchmark, split, n_examples, macro_f1,
     micro_f1, weighted_f1, *_std (over folds), folds, per_class_f1 {class: F1}, support
     {class: count}, per_class_thresholds {class: threshold}, and for a prior-shift
-    adjusted argmax: decision, value_without_prior_shift, estimated_dev_priors.
+    adjusted argmax: decision, value_without_prior_shift, estimated_dev_priors, and
+    calibration {method, n, temperature, nll_before, nll_after}.
     """
     rows = [("metric", result.get("metric", "-")),
             ("value", _f(result.get("value")) + (f" ± {result['value_std']:.4f}"
@@ -51,6 +52,11 @@ def render_results_table(result: dict) -> str:
         rows.append(("threshold", "none (most probable class per example)"))
     elif result.get("decision"):
         rows.append(("decision", result["decision"]))
+    if result.get("calibration"):
+        cal = result["calibration"]
+        rows.append(("calibration", f"{cal['method']} on {cal['n']} held-out training "
+                     f"examples: temperature {cal['temperature']:.2f}, NLL "
+                     f"{cal['nll_before']:.3f} -> {cal['nll_after']:.3f}"))
     if result.get("value_without_prior_shift") is not None:
         rows.append(("value with the plain argmax", _f(result["value_without_prior_shift"])))
     if result.get("estimated_dev_priors"):

@@ -98,6 +98,10 @@ class EvalConfig(Section):
     # single-label benchmarks: "em" re-estimates the dev set's class priors from its
     # unlabelled predictions before the argmax (when dev's class mix differs from train's)
     prior_shift: Literal["none", "em"] = "none"
+    # single-label benchmarks: calibrate the posteriors (temperature, or bcts = temperature
+    # plus a bias per class) on this fraction of train, held out from training
+    calibration: Literal["none", "temperature", "bcts"] = "none"
+    calibration_fraction: float = Field(0.1, gt=0, lt=1)
 
 
 class TrainConfig(Section):

@@ -18,6 +18,7 @@ from emopillars_jax.benchmarks import metrics as M
 from emopillars_jax.benchmarks import runner as R
 from emopillars_jax.benchmarks.download import RemoteFile, download_goemotions, verify
 from emopillars_jax.errors import ConfigError, EmoPillarsError
+from emopillars_jax.hub import render_results_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ID = tx.LABEL_TO_ID
@@ -348,6 +349,74 @@ def test_score_prior_shift_em_on_emocontext():
                 train_records=train)
 
 
+def overconfident_probs(post: np.ndarray, cols: list[int], scale: float = 3.0) -> np.ndarray:
+    """28-column sigmoid probabilities whose logits over `cols` are `scale` times the log
+    posteriors (up to a constant): the over-confidence of a fine-tuned encoder."""
+    z = scale * np.log(np.clip(post, 1e-3, None))
+    probs = np.full((len(post), tx.NUM_LABELS), 1e-4)
+    probs[:, cols] = 1 / (1 + np.exp(-(z - z.mean(1, keepdims=True))))
+    return probs
+
+
+def test_fit_calibration_recovers_temperature_and_biases():
+    y, post = shifted_posteriors(3000, TRAIN_MIX, TRAIN_MIX, seed=2)
+    logits = 3.0 * np.log(np.clip(post, 1e-3, None)) + np.array([0.0, 1.0, -0.5, 0.2])
+    t = M.fit_calibration(logits, y, "temperature")
+    assert t["temperature"] > 2 and t["nll_after"] < t["nll_before"]
+    assert t["biases"] == [0.0] * 4
+    b = M.fit_calibration(logits, y, "bcts")
+    assert b["temperature"] == pytest.approx(3.0, rel=0.15) and b["nll_after"] < t["nll_after"]
+    # the biases lean against the added offsets: the most favoured class loses the most
+    assert int(np.argmin(b["biases"])) == 1
+    assert np.abs(M.apply_calibration(logits, b) - post).mean() < 0.03
+    with pytest.raises(EmoPillarsError, match="expected temperature or bcts"):
+        M.fit_calibration(logits, y, "platt")
+    with pytest.raises(EmoPillarsError, match=r"class index in 0..3"):
+        M.fit_calibration(logits, y + 4, "bcts")
+
+
+def test_score_calibration_before_em_on_emocontext():
+    cols = [tx.NEUTRAL_ID, ID["joy"], ID["sadness"], ID["anger"]]   # others happy sad angry
+    y, post = shifted_posteriors(2000, TRAIN_MIX, DEV_MIX, seed=1)
+    y_cal, post_cal = shifted_posteriors(1000, TRAIN_MIX, TRAIN_MIX, seed=3)
+    dev = [{"labels": [cols[c]]} for c in y]
+    cal = [{"labels": [cols[c]]} for c in y_cal]
+    counts = (TRAIN_MIX * 1000).astype(int)
+    train = [{"labels": [cols[c]]} for c in range(4) for _ in range(counts[c])]
+    probs, probs_cal = overconfident_probs(post, cols), overconfident_probs(post_cal, cols)
+    em = R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em",
+                 train_records=train)
+    both = R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em",
+                   train_records=train, calibration="bcts", calibration_records=cal,
+                   calibration_probs=probs_cal)
+    assert both["decision"] == "argmax after bcts calibration and EM prior adjustment"
+    assert both["calibration"]["temperature"] > 2 and both["calibration"]["n"] == 1000
+    others = "others (neutral)"
+    # over-confident posteriors make EM over-correct; calibrated ones estimate dev's mix
+    assert abs(both["estimated_dev_priors"][others] - 0.85) < 0.03
+    assert abs(both["estimated_dev_priors"][others] - 0.85) < \
+        abs(em["estimated_dev_priors"][others] - 0.85)
+    assert both["value"] >= em["value"]
+    assert "bcts on 1000 held-out training examples" in render_results_table(both)
+    with pytest.raises(EmoPillarsError, match="needs held-out training records"):
+        R.score("emocontext", "taxonomy", dev, probs, None, calibration="bcts")
+    with pytest.raises(ConfigError, match="eval.calibration=bcts: goemotions is multi-label"):
+        R.score("goemotions", "taxonomy", dev, probs, None, calibration="bcts")
+
+
+def test_holdout_split_is_stratified_and_deterministic():
+    recs = [{"label_names": [c]} for c in "aaaaaaaaaabbbbbbbbbbbbbbbbbbbbc"]   # 10 a, 20 b, 1 c
+    keep, held = A.holdout_split(recs, 0.1, seed=0)
+    assert sorted(keep + held) == list(range(len(recs))) and not set(keep) & set(held)
+    assert [recs[i]["label_names"][0] for i in held].count("a") == 1
+    assert [recs[i]["label_names"][0] for i in held].count("b") == 2
+    assert all(recs[i]["label_names"] != ["c"] for i in held)   # a lone example stays in
+    assert A.holdout_split(recs, 0.1, seed=0) == (keep, held)
+    assert A.holdout_split(recs, 0.1, seed=1) != (keep, held)
+    with pytest.raises(EmoPillarsError, match=r"expected a number in \(0, 1\), got 1.5"):
+        A.holdout_split(recs, 1.5)
+
+
 # --- GoEmotions download ------------------------------------------------------------------
 class _Files(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
@@ -421,13 +490,21 @@ def test_download_without_network_is_one_line(tmp_path, capsys):
 # --- runner -------------------------------------------------------------------------------
 def oracle_train_fn(calls, noise=None):
     """Test double of the training step: probabilities from the gold labels of cfg.data.dev."""
-    def train_fn(cfg):
-        calls.append(cfg)
-        recs = R.read_jsonl(Path(cfg.data.dev))
-        probs = M.multi_hot([r["labels"] for r in recs], cfg.model.num_labels) * 0.6 + 0.2
-        if noise is not None and cfg.model.path == noise:
+    def oracle(path, model):
+        recs = R.read_jsonl(Path(path))
+        probs = M.multi_hot([r["labels"] for r in recs], cfg_labels[0]) * 0.6 + 0.2
+        if noise is not None and model == noise:
             probs = np.random.default_rng(0).random(probs.shape)
-        return {"dev_probs": probs, "threshold": 0.5, "train_seconds": 1.5}
+        return probs
+
+    cfg_labels = [None]
+
+    def train_fn(cfg, predict_files=()):
+        calls.append(cfg)
+        cfg_labels[0] = cfg.model.num_labels
+        return {"dev_probs": oracle(cfg.data.dev, cfg.model.path), "threshold": 0.5,
+                "train_seconds": 1.5,
+                "predicted": [oracle(p, cfg.model.path) for p in predict_files]}
     return train_fn
 
 
@@ -473,6 +550,7 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path).read_text())
     write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
     out = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+                          overrides=["eval.calibration=none"],   # 4 records: none to hold out
                           train_fn=oracle_train_fn([]), log=lambda m: None)
     base = out["variants"]["baseline"]
     assert base["metric"] == "emocontext_f1" and base["value"] == 1.0
@@ -483,7 +561,7 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     assert probs.shape == (4, tx.NUM_LABELS) and probs.dtype == np.float32
     # re-running re-scores the saved probabilities under the new config, without training
     again = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
-                            overrides=["eval.prior_shift=none"],
+                            overrides=["eval.prior_shift=none", "eval.calibration=none"],
                             train_fn=lambda cfg: pytest.fail("retrained"), log=lambda m: None)
     rescored = again["variants"]["baseline"]
     assert rescored["decision"] == "argmax" and rescored["train_seconds"] == 1.5
@@ -491,6 +569,40 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     assert saved["decision"] == "argmax"
     recs = R.read_jsonl(tmp_path / "run" / "data" / "dev.jsonl")
     assert recs[0]["context"] == "Hi\nHello"
+
+
+def test_emocontext_runner_holds_out_a_calibration_split(tmp_path):
+    labels = ["others"] * 20 + ["happy"] * 8 + ["sad"] * 6 + ["angry"] * 6
+    rows = "".join(f"{i}\tturn {i}\treply\tutterance {i}\t{lab}\n"
+                   for i, lab in enumerate(labels))
+    for split in ("train", "dev"):
+        write(tmp_path / "ec" / f"{split}.txt", "id\tturn1\tturn2\tturn3\tlabel\n" + rows)
+    calls = []
+    out = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+                          train_fn=oracle_train_fn(calls), log=lambda m: None)
+    data = tmp_path / "run" / "data"
+    fit, cal = R.read_jsonl(data / "train_fit.jsonl"), R.read_jsonl(data / "calibration.jsonl")
+    assert calls[0].data.train == str(data / "train_fit.jsonl")   # never trained on cal
+    assert len(cal) == 5 and len(fit) + len(cal) == 40   # 2 others + 1 of each emotion
+    assert {r["id"] for r in fit}.isdisjoint(r["id"] for r in cal)
+    base = out["variants"]["baseline"]
+    assert base["decision"] == "argmax after bcts calibration and EM prior adjustment"
+    assert base["calibration"]["n"] == 5 and base["value"] == 1.0
+    run = tmp_path / "run" / "baseline" / "main"
+    assert np.load(run / "calibration_probs.npy").shape == (5, tx.NUM_LABELS)
+    # re-scored without training; a run trained without the split cannot be calibrated
+    again = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+                            overrides=["eval.calibration=temperature"],
+                            train_fn=lambda cfg: pytest.fail("retrained"), log=lambda m: None)
+    assert again["variants"]["baseline"]["calibration"]["method"] == "temperature"
+    (run / "calibration_probs.npy").unlink()
+    with pytest.raises(EmoPillarsError, match="trained without a held-out calibration split"):
+        R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+                        train_fn=lambda cfg: pytest.fail("retrained"), log=lambda m: None)
+    with pytest.raises(ConfigError, match="eval.calibration=bcts: goemotions is multi-label"):
+        R.run_benchmark("goemotions", source=tmp_path / "ec", out_dir=tmp_path / "g",
+                        overrides=["eval.calibration=bcts"],
+                        train_fn=lambda cfg: pytest.fail("trained"), log=lambda m: None)
 
 
 def test_cli_prepare_writes_jsonl(tmp_path, capsys):
@@ -520,7 +632,9 @@ def test_real_benchmark_files_parse():
 
 def test_runner_trains_with_the_project_trainer(tmp_path):
     """Real MiniLM-L6 and the real trainer for one step: proves the wiring, not a score."""
-    write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path).read_text())
+    twice = "".join(f"{4 + i}\tagain\tand again\tline {i}\t{lab}\n"
+                    for i, lab in enumerate(["angry", "sad", "happy", "others"]))
+    write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path, twice).read_text())
     write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
     out = R.run_benchmark(
         "emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
@@ -533,6 +647,9 @@ def test_runner_trains_with_the_project_trainer(tmp_path):
     assert base["metric"] == "emocontext_f1" and base["train_seconds"] > 0
     run = tmp_path / "run" / "baseline" / "main"
     assert (run / "train" / "checkpoints").is_dir() and (run / "results.json").is_file()
+    # the config's BCTS calibration: one record of each class held out and predicted
+    assert np.load(run / "calibration_probs.npy").shape == (4, tx.NUM_LABELS)
+    assert base["calibration"]["n"] == 4
 
 
 def test_prepare_goemotions_through_tfds(tmp_path, monkeypatch):

@@ -270,6 +270,29 @@ def cv_folds(records: list[Record], k: int = 5, seed: int = 0) -> list[tuple[lis
              [i for i in range(len(records)) if fold_of[i] == f]) for f in range(k)]
 
 
+def holdout_split(records: list[Record], fraction: float,
+                  seed: int = 0) -> tuple[list[int], list[int]]:
+    """Deterministic stratified hold-out: (kept indices, held-out indices).
+
+    Each class (first original label) gives round(fraction * its size) records, at least
+    one when it has two or more, chosen by a `seed`-shuffle; file order is kept.
+    """
+    if not 0 < fraction < 1:
+        raise EmoPillarsError(f"hold-out fraction: expected a number in (0, 1), got {fraction}")
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_class[(rec.get("label_names") or [""])[0]].append(i)
+    rng = random.Random(seed)
+    held = set()
+    for name in sorted(by_class):
+        idx = by_class[name]
+        rng.shuffle(idx)
+        take = max(round(fraction * len(idx)), 1 if len(idx) >= 2 else 0)
+        held.update(idx[:take])
+    return ([i for i in range(len(records)) if i not in held],
+            [i for i in range(len(records)) if i in held])
+
+
 # --- EmoContext ------------------------------------------------------------------------
 EMOCONTEXT_COLUMNS = ["id", "turn1", "turn2", "turn3", "label"]
 

@@ -92,6 +92,63 @@ def em_prior_adjust(probs: np.ndarray, train_priors: np.ndarray, *, max_iter: in
     return adjusted, priors
 
 
+def class_logits(probs: np.ndarray) -> np.ndarray:
+    """Logits behind sigmoid probabilities (clipped, so saved float32 0s and 1s stay finite)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_calibration(logits: np.ndarray, gold: np.ndarray, method: str) -> dict:
+    """Posterior calibration on held-out data from the training distribution.
+
+    Minimises the negative log-likelihood of softmax(logits / T + b) over one single-label
+    task's K classes (`gold`: the class index of each row). "temperature" fits T alone,
+    "bcts" also a bias per class (bias-corrected temperature scaling; Alexandari et al.
+    2020 found it with EM the strongest label-shift adaptation). EM needs calibrated
+    posteriors: fine-tuned encoders are over-confident, which makes it over-correct.
+    """
+    from scipy.optimize import minimize
+    z, gold = np.asarray(logits, dtype=np.float64), np.asarray(gold)
+    n, k = z.shape
+    if method not in ("temperature", "bcts"):
+        raise EmoPillarsError(f"calibration {method!r}: expected temperature or bcts")
+    if n == 0 or len(gold) != n or gold.min() < 0 or gold.max() >= k:
+        raise EmoPillarsError(f"calibration: expected a class index in 0..{k - 1} for each of "
+                              f"{n} held-out rows")
+    rows = np.arange(n)
+
+    def nll(theta):   # theta = [log T, biases...]; value and gradient
+        inv_t = np.exp(-theta[0])
+        bias = theta[1:] if method == "bcts" else np.zeros(k)
+        p = softmax(z * inv_t + bias)
+        loss = -np.log(p[rows, gold] + 1e-300).mean()
+        d = p.copy()
+        d[rows, gold] -= 1
+        d /= n    # d loss / d (z * inv_t + bias)
+        grad_log_t = -(d * z * inv_t).sum()
+        return loss, np.concatenate([[grad_log_t], d.sum(0)] if method == "bcts"
+                                    else [[grad_log_t]])
+
+    theta0 = np.zeros(1 + (k if method == "bcts" else 0))
+    res = minimize(nll, theta0, jac=True, method="L-BFGS-B")
+    bias = res.x[1:] if method == "bcts" else np.zeros(k)
+    bias = bias - bias.mean()    # only differences between classes matter
+    return {"method": method, "temperature": float(np.exp(res.x[0])),
+            "biases": [float(b) for b in bias], "n": int(n),
+            "nll_before": float(nll(np.zeros_like(theta0))[0]), "nll_after": float(res.fun)}
+
+
+def apply_calibration(logits: np.ndarray, calibration: dict) -> np.ndarray:
+    """Calibrated posteriors [N, K] from fit_calibration's parameters."""
+    return softmax(np.asarray(logits, dtype=np.float64) / calibration["temperature"]
+                   + np.asarray(calibration["biases"]))
+
+
 def threshold_predictions(probs: np.ndarray, threshold: float) -> np.ndarray:
     return probs >= threshold
 

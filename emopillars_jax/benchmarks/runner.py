@@ -18,7 +18,9 @@ a new head of that size.
 `train_fn(cfg: TrainConfig) -> dict` is the training step (default: the project's trainer,
 training_stack_train_fn). It must return `dev_probs` (an [N, num_labels] array of sigmoid
 probabilities for the records of cfg.data.dev, in file order) and may return `threshold`
-(chosen on dev; else the runner sweeps it) and `train_seconds`. A finished run leaves
+(chosen on dev; else the runner sweeps it) and `train_seconds`. With eval.calibration it
+is called as train_fn(cfg, predict_files=[held-out file]) and also returns `predicted`,
+the probabilities for each of those files. A finished run leaves
 dev_probs.npy and results.json in its folder; re-running the command does not train it
 again but re-scores those probabilities under the current config (e.g. another
 eval.prior_shift). An interrupted run resumes from its checkpoints.
@@ -118,6 +120,7 @@ class PreparedRun:
     name: str            # "main" or "fold0".."fold4"
     train: Path
     dev: Path
+    calibration: Path | None = None   # held out of train to calibrate the posteriors
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -184,6 +187,20 @@ def prepare(name: str, source: str | Path, out: str | Path, label_space: str = "
     return [PreparedRun("main", out / "train.jsonl", out / "dev.jsonl")]
 
 
+def hold_out_calibration(run: PreparedRun, fraction: float, seed: int) -> PreparedRun:
+    """The run with `fraction` of its training records (stratified) held out for posterior
+    calibration: writes train_fit.jsonl and calibration.jsonl beside train.jsonl."""
+    records = read_jsonl(run.train)
+    keep, held = A.holdout_split(records, fraction, seed)
+    if not held:
+        raise EmoPillarsError(f"{run.train}: too few records to hold out a calibration set "
+                              f"(eval.calibration_fraction={fraction})")
+    fit, cal = run.train.with_name("train_fit.jsonl"), run.train.with_name("calibration.jsonl")
+    write_jsonl(fit, [records[i] for i in keep])
+    write_jsonl(cal, [records[i] for i in held])
+    return PreparedRun(run.name, fit, run.dev, cal)
+
+
 # --- scoring -----------------------------------------------------------------------------
 def evaluated_classes(name: str, label_space: str) -> tuple[list[int], list[str]]:
     """Head indices the benchmark is scored on, and a display name for each."""
@@ -199,14 +216,33 @@ def evaluated_classes(name: str, label_space: str) -> tuple[list[int], list[str]
     return list(ids), names
 
 
+def check_decision_rule(name: str, prior_shift: str, calibration: str) -> None:
+    """Refuse eval.prior_shift / eval.calibration values the benchmark cannot use."""
+    if prior_shift not in ("none", "em"):
+        raise ConfigError(f"eval.prior_shift={prior_shift!r}: expected none or em")
+    if calibration not in ("none", "temperature", "bcts"):
+        raise ConfigError(f"eval.calibration={calibration!r}: expected none, temperature "
+                          "or bcts")
+    if get(name).task == "multi":
+        for key, value in (("prior_shift", prior_shift), ("calibration", calibration)):
+            if value != "none":
+                raise ConfigError(f"eval.{key}={value}: {name} is multi-label (one threshold "
+                                  f"per class set); it applies to single-label benchmarks")
+
+
 def score(name: str, label_space: str, records: list[dict], probs, threshold: float | None,
-          *, prior_shift: str = "none", train_records: list[dict] | None = None) -> dict:
+          *, prior_shift: str = "none", train_records: list[dict] | None = None,
+          calibration: str = "none", calibration_records: list[dict] | None = None,
+          calibration_probs=None) -> dict:
     """The benchmark's scores for dev `records` given the head's probabilities.
 
-    prior_shift "em" (single-label benchmarks): before the argmax, adjust the dev
-    posteriors to dev class priors re-estimated by EM from the unlabelled dev predictions
-    and the class frequencies of `train_records` (metrics.em_prior_adjust). The plain
-    argmax score is kept in the result as `value_without_prior_shift`."""
+    Single-label benchmarks only: calibration "temperature" or "bcts" first maps the
+    scores of the benchmark's classes to posteriors calibrated on `calibration_records`
+    (held out of train, with their predicted `calibration_probs`; metrics.fit_calibration).
+    prior_shift "em" then adjusts the dev posteriors to dev class priors re-estimated by EM
+    from the unlabelled dev predictions and the class frequencies of `train_records`
+    (metrics.em_prior_adjust). The plain argmax score is kept in the result as
+    `value_without_prior_shift`."""
     import numpy as np
 
     from . import metrics as M
@@ -227,31 +263,41 @@ def score(name: str, label_space: str, records: list[dict], probs, threshold: fl
         result["metric"], result["value"] = bench.metric, result[bench.metric]
         return result
 
-    if prior_shift not in ("none", "em"):
-        raise ConfigError(f"eval.prior_shift={prior_shift!r}: expected none or em")
+    check_decision_rule(name, prior_shift, calibration)
     if bench.task == "multi":
-        if prior_shift != "none":
-            raise ConfigError(f"eval.prior_shift={prior_shift}: {name} is multi-label (one "
-                              "threshold per class set); the prior shift applies to "
-                              "single-label benchmarks")
         if threshold is None:
             threshold, _ = M.sweep_threshold(gold, probs, ids)
         return scored(M.threshold_predictions(probs, threshold), "threshold", threshold)
     # one label per example: the most probable benchmark class
     plain = scored(M.argmax_predictions(probs, ids), "argmax")
-    if prior_shift == "none":
+    if prior_shift == "none" and calibration == "none":
         return plain
-    if not train_records:
-        raise EmoPillarsError(f"{name}: eval.prior_shift=em needs the training records")
-    counts = M.multi_hot([r["labels"] for r in train_records], len(classes))[:, ids].sum(0)
-    train_priors = (counts + 1) / (counts.sum() + len(ids))
-    adjusted, dev_priors = M.em_prior_adjust(probs[:, ids], train_priors)
+    posteriors, steps, extra = probs[:, ids], [], {}
+    if calibration != "none":
+        if not calibration_records or calibration_probs is None:
+            raise EmoPillarsError(f"{name}: eval.calibration={calibration} needs held-out "
+                                  "training records and their predictions")
+        cal = M.check_probs(calibration_probs, len(calibration_records), len(classes),
+                            f"{name} calibration probabilities")
+        column = {c: j for j, c in enumerate(ids)}
+        gold_cal = np.array([column[r["labels"][0]] for r in calibration_records])
+        params = M.fit_calibration(M.class_logits(cal[:, ids]), gold_cal, calibration)
+        posteriors = M.apply_calibration(M.class_logits(probs[:, ids]), params)
+        steps.append(f"{calibration} calibration")
+        extra["calibration"] = {**params, "biases": dict(zip(names, params["biases"]))}
+    if prior_shift == "em":
+        if not train_records:
+            raise EmoPillarsError(f"{name}: eval.prior_shift=em needs the training records")
+        counts = M.multi_hot([r["labels"] for r in train_records], len(classes))[:, ids].sum(0)
+        train_priors = (counts + 1) / (counts.sum() + len(ids))
+        posteriors, dev_priors = M.em_prior_adjust(posteriors, train_priors)
+        steps.append("EM prior adjustment")
+        extra.update(train_priors=dict(zip(names, map(float, train_priors))),
+                     estimated_dev_priors=dict(zip(names, map(float, dev_priors))))
     pred = np.zeros(probs.shape, dtype=bool)
-    pred[np.arange(len(pred)), np.asarray(ids)[adjusted.argmax(1)]] = True
-    return {**scored(pred, "argmax after EM prior adjustment"),
-            "value_without_prior_shift": plain["value"],
-            "train_priors": dict(zip(names, map(float, train_priors))),
-            "estimated_dev_priors": dict(zip(names, map(float, dev_priors)))}
+    pred[np.arange(len(pred)), np.asarray(ids)[posteriors.argmax(1)]] = True
+    return {**scored(pred, "argmax after " + " and ".join(steps)),
+            "value_without_prior_shift": plain["value"], **extra}
 
 
 def aggregate(results: list[dict]) -> dict:
@@ -361,7 +407,7 @@ def training_stack_train_fn() -> TrainFn:
                             f"can be trained on with `emopillars train -c CONFIG "
                             f"data.train=... data.dev=...`") from None
 
-    def train_fn(cfg) -> dict:
+    def train_fn(cfg, predict_files=()) -> dict:
         import optax
 
         from .. import data as data_lib
@@ -378,10 +424,12 @@ def training_stack_train_fn() -> TrainFn:
                                optax.identity(), seed=cfg.seed)
         params, _, step = restore_params(Path(cfg.out_dir) / "checkpoints", "best",
                                          steps.param_shardings)
-        dev = data_lib.encode(training.read_split(cfg, cfg.data.dev), bundle.encode_fn)
-        probs = steps.predict(dev, cfg.eval.batch_size or cfg.batch_size,
-                              training.bucket_boundaries(cfg), bundle.pad_id, params)
-        return {"dev_probs": probs, "train_seconds": seconds, "checkpoint_step": step}
+        def predict(path):
+            examples = data_lib.encode(training.read_split(cfg, str(path)), bundle.encode_fn)
+            return steps.predict(examples, cfg.eval.batch_size or cfg.batch_size,
+                                 training.bucket_boundaries(cfg), bundle.pad_id, params)
+        return {"dev_probs": predict(cfg.data.dev), "train_seconds": seconds,
+                "checkpoint_step": step, "predicted": [predict(p) for p in predict_files]}
     return train_fn
 
 
@@ -400,8 +448,13 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
     cfg = load_config(TrainConfig, config or Path("configs") / f"finetune_{name}.yaml", overrides)
     label_space = label_space_for(name, cfg.model.num_labels)
     out = Path(out_dir or cfg.out_dir)
+    # refused before any training, not after it
+    check_decision_rule(name, cfg.eval.prior_shift, cfg.eval.calibration)
     runs = prepare(name, source or default_source(name), out / "data", label_space,
                    folds=folds, seed=cfg.seed, log=log)
+    if cfg.eval.calibration != "none":
+        runs = [hold_out_calibration(run, cfg.eval.calibration_fraction, cfg.seed)
+                for run in runs]
     variants = {}
     if init_from:
         variants["finetuned"] = str(init_from)
@@ -416,6 +469,7 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
         for run in runs:
             run_dir = out / variant / run.name
             done, probs_file = run_dir / "results.json", run_dir / "dev_probs.npy"
+            cal_file = run_dir / "calibration_probs.npy"
             if done.is_file():
                 earlier = json.loads(done.read_text())
                 if not probs_file.is_file():
@@ -427,6 +481,13 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                 outcome = {"dev_probs": np.load(probs_file),
                            "threshold": earlier.get("threshold"),
                            "train_seconds": earlier.get("train_seconds")}
+                if run.calibration:
+                    if not cal_file.is_file():
+                        raise EmoPillarsError(
+                            f"{run_dir}: trained without a held-out calibration split; "
+                            "eval.calibration needs a new training run (move that folder "
+                            "away) or eval.calibration=none")
+                    outcome["calibration_probs"] = np.load(cal_file)
                 log(f"{name} {variant} {run.name}: trained earlier, re-scoring {probs_file}")
             else:
                 run_cfg = cfg.model_copy(deep=True)
@@ -436,15 +497,23 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                     str(run.train), str(run.dev), None)
                 log(f"{name} {variant} {run.name}: training from {model_path}")
                 start = time.perf_counter()
-                outcome = train_fn(run_cfg)
+                outcome = (train_fn(run_cfg, predict_files=[run.calibration])
+                           if run.calibration else train_fn(run_cfg))
                 outcome.setdefault("train_seconds", time.perf_counter() - start)
                 # kept so the run can be re-scored (another decision rule) without training
+                if run.calibration:
+                    outcome["calibration_probs"] = outcome["predicted"][0]
+                    save_probs(cal_file, outcome["calibration_probs"])
                 save_probs(probs_file, outcome["dev_probs"])
             result = score(name, label_space, read_jsonl(run.dev), outcome["dev_probs"],
                            outcome.get("threshold") if bench.task == "multi" else None,
                            prior_shift=cfg.eval.prior_shift,
                            train_records=(read_jsonl(run.train)
-                                          if cfg.eval.prior_shift != "none" else None))
+                                          if cfg.eval.prior_shift != "none" else None),
+                           calibration=cfg.eval.calibration,
+                           calibration_records=(read_jsonl(run.calibration)
+                                                if run.calibration else None),
+                           calibration_probs=outcome.get("calibration_probs"))
             result.update(variant=variant, run=run.name, model=model_path,
                           train_seconds=outcome["train_seconds"])
             write_results(run_dir, result, f"{name} {variant} {run.name} (dev)")
