@@ -7,6 +7,7 @@ CORE = [
     "orbax-checkpoint==0.12.8", "grain==0.2.18", "tokenizers==0.23.3",
     "safetensors==0.8.0", "numpy==2.4.6", "pyyaml==6.0.4", "pydantic==2.14.4",
     "tqdm==4.70.1", "rich==15.0.0", "matplotlib==3.11.2", "tensorboardX==2.6.5",
+    "scipy==1.17.1",   # benchmarks: posterior calibration (also a jax dependency)
 ]
 EXTRAS = {
     # builds llama.cpp from source (about 7 min on 2 cores, then pip's wheel cache);
