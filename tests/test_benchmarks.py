@@ -380,10 +380,11 @@ def test_score_calibration_before_em_on_emocontext():
     y, post = shifted_posteriors(2000, TRAIN_MIX, DEV_MIX, seed=1)
     y_cal, post_cal = shifted_posteriors(1000, TRAIN_MIX, TRAIN_MIX, seed=3)
     dev = [{"labels": [cols[c]]} for c in y]
-    cal = [{"labels": [cols[c]]} for c in y_cal]
+    cal = [{"labels": [cols[c]]} for c in y_cal] + [{"labels": []}]   # one without a class
     counts = (TRAIN_MIX * 1000).astype(int)
     train = [{"labels": [cols[c]]} for c in range(4) for _ in range(counts[c])]
-    probs, probs_cal = overconfident_probs(post, cols), overconfident_probs(post_cal, cols)
+    probs = overconfident_probs(post, cols)
+    probs_cal = overconfident_probs(np.vstack([post_cal, post_cal[:1]]), cols)
     em = R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em",
                  train_records=train)
     both = R.score("emocontext", "taxonomy", dev, probs, None, prior_shift="em",

@@ -280,8 +280,11 @@ def score(name: str, label_space: str, records: list[dict], probs, threshold: fl
         cal = M.check_probs(calibration_probs, len(calibration_records), len(classes),
                             f"{name} calibration probabilities")
         column = {c: j for j, c in enumerate(ids)}
-        gold_cal = np.array([column[r["labels"][0]] for r in calibration_records])
-        params = M.fit_calibration(M.class_logits(cal[:, ids]), gold_cal, calibration)
+        # records without a scored class (e.g. IEMOCAP's skipped labels) say nothing here
+        rows = [i for i, r in enumerate(calibration_records)
+                if r["labels"] and r["labels"][0] in column]
+        gold_cal = np.array([column[calibration_records[i]["labels"][0]] for i in rows])
+        params = M.fit_calibration(M.class_logits(cal[rows][:, ids]), gold_cal, calibration)
         posteriors = M.apply_calibration(M.class_logits(probs[:, ids]), params)
         steps.append(f"{calibration} calibration")
         extra["calibration"] = {**params, "biases": dict(zip(names, params["biases"]))}
