@@ -246,6 +246,14 @@ def read_isear(path, label_space: str = "taxonomy", text_column: str = "SIT",
     return records
 
 
+def _indices_by_first_label(records: list[Record]) -> dict[str, list[int]]:
+    """Record indices per first original label: the strata of the splits below."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_class[(rec.get("label_names") or [""])[0]].append(i)
+    return by_class
+
+
 def cv_folds(records: list[Record], k: int = 5, seed: int = 0) -> list[tuple[list[int], list[int]]]:
     """Deterministic stratified k-fold split: [(train indices, test indices)] * k.
 
@@ -254,9 +262,7 @@ def cv_folds(records: list[Record], k: int = 5, seed: int = 0) -> list[tuple[lis
     """
     if k < 2 or k > len(records):
         raise EmoPillarsError(f"cross-validation folds: expected 2 <= k <= {len(records)}, got {k}")
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_class[(rec.get("label_names") or [""])[0]].append(i)
+    by_class = _indices_by_first_label(records)
     rng = random.Random(seed)
     fold_of = [0] * len(records)
     offset = 0
@@ -279,9 +285,7 @@ def holdout_split(records: list[Record], fraction: float,
     """
     if not 0 < fraction < 1:
         raise EmoPillarsError(f"hold-out fraction: expected a number in (0, 1), got {fraction}")
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_class[(rec.get("label_names") or [""])[0]].append(i)
+    by_class = _indices_by_first_label(records)
     rng = random.Random(seed)
     held = set()
     for name in sorted(by_class):
