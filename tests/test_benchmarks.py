@@ -547,6 +547,25 @@ def test_run_benchmark_isear_folds_native_head(tmp_path):
                         overrides=["model.num_labels=5"], train_fn=oracle_train_fn([]))
 
 
+def test_aggregate_averages_each_folds_calibration_and_priors():
+    def fold(i, value, temperature, sad):
+        return {"run": f"fold{i}", "metric": "macro_f1", "value": value, "macro_f1": value,
+                "value_without_prior_shift": value - 0.1, "threshold": None,
+                "per_class_f1": {"sad": value}, "support": {"sad": 10}, "n_examples": 10,
+                "calibration": {"method": "bcts", "n": 4, "temperature": temperature,
+                                "biases": {"sad": sad}},
+                "estimated_dev_priors": {"sad": sad}}
+    out = R.aggregate([fold(0, 0.6, 1.0, 0.2), fold(1, 0.8, 3.0, 0.4)])
+    assert out["run"] == "mean of 2 folds" and out["folds"] == 2
+    assert out["value"] == pytest.approx(0.7) and out["value_std"] == pytest.approx(0.1)
+    assert out["value_without_prior_shift"] == pytest.approx(0.6)
+    assert out["calibration"]["method"] == "bcts"
+    assert out["calibration"]["temperature"] == pytest.approx(2.0)
+    assert out["calibration"]["biases"]["sad"] == pytest.approx(0.3)
+    assert out["estimated_dev_priors"]["sad"] == pytest.approx(0.3)
+    assert out["support"] == {"sad": 20}
+
+
 def test_emocontext_runner_scores_official_metric(tmp_path):
     write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path).read_text())
     write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())

@@ -303,13 +303,28 @@ def score(name: str, label_space: str, records: list[dict], probs, threshold: fl
             "value_without_prior_shift": plain["value"], **extra}
 
 
+def _mean_of(values: list):
+    """Mean of fold values: numbers averaged, dicts key by key, anything else from fold 0."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _mean_of([v[k] for v in values]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.fmean(values)
+    return first
+
+
 def aggregate(results: list[dict]) -> dict:
     """Mean (and standard deviation) over cross-validation folds."""
     if len(results) == 1:
         return dict(results[0])
     out = dict(results[0])
+    out["run"] = f"mean of {len(results)} folds"
+    # each fold fits its own calibration and estimates its own dev priors: report their means
+    for key in ("calibration", "train_priors", "estimated_dev_priors"):
+        if all(r.get(key) for r in results):
+            out[key] = _mean_of([r[key] for r in results])
     for key in ("value", "macro_f1", "micro_f1", "weighted_f1", "emocontext_f1",
-                "train_seconds"):
+                "value_without_prior_shift", "train_seconds"):
         vals = [r[key] for r in results if r.get(key) is not None]
         if vals:
             out[key] = statistics.fmean(vals)
