@@ -94,7 +94,9 @@ class EvalConfig(Section):
     sweep_threshold: bool = True                   # sweep 0.05..0.95 on dev for macro-F1
     per_class_thresholds: bool = False
     batch_size: int | None = Field(None, ge=1)     # None: the training batch size
-    checkpoint: str = "best"     # for `emopillars evaluate`: best | latest | a step number
+    # the checkpoint `emopillars evaluate` and the benchmark runner predict with:
+    # best (by dev macro-F1) | latest | a step number
+    checkpoint: str = "best"
     # single-label benchmarks: "em" re-estimates the dev set's class priors from its
     # unlabelled predictions before the argmax (when dev's class mix differs from train's)
     prior_shift: Literal["none", "em"] = "none"

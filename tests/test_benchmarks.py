@@ -525,23 +525,40 @@ def test_run_benchmark_compares_finetuned_with_baseline_and_resumes(tmp_path):
     assert "finetuned - baseline" in comparison and "F1 joy" in comparison
     assert (run / "comparison.png").stat().st_size > 1000
     assert "| threshold | 0.5000 |" in (run / "finetuned" / "main" / "results.md").read_text()
+    result = json.loads((run / "baseline" / "main" / "results.json").read_text())
+    assert result["checkpoint"] == "latest"   # the config's: nothing selected on dev
     # a second run finds results.json of each run and trains nothing
     R.run_benchmark("goemotions", init_from="runs/student_hf", source=src,
                     out_dir=run, train_fn=lambda cfg: pytest.fail("retrained"),
                     log=lambda m: None)
+    # asked for another checkpoint, each run predicts again (its training time is kept)
+    again, oracle = [], oracle_train_fn([])
+
+    def predict_only(cfg, predict_files=()):   # training resumes at its end: seconds
+        again.append(cfg)
+        return {**oracle(cfg, predict_files), "train_seconds": 0.01}
+    R.run_benchmark("goemotions", source=src, out_dir=run, overrides=["eval.checkpoint=best"],
+                    train_fn=predict_only, log=lambda m: None)
+    assert [c.eval.checkpoint for c in again] == ["best"]
+    result = json.loads((run / "baseline" / "main" / "results.json").read_text())
+    assert result["checkpoint"] == "best" and result["train_seconds"] == 1.5
 
 
 def test_run_benchmark_isear_folds_native_head(tmp_path):
     isear_file(tmp_path / "isear")
     calls = []
     out = R.run_benchmark("isear", source=tmp_path / "isear", out_dir=tmp_path / "run",
-                          overrides=["model.num_labels=7"], folds=2,
-                          train_fn=oracle_train_fn(calls), log=lambda m: None)
+                          folds=2, train_fn=oracle_train_fn(calls), log=lambda m: None)
     base = out["variants"]["baseline"]
     assert len(calls) == 2 and base["folds"] == 2 and base["value"] == 1.0
     assert base["threshold"] is None and base["n_examples"] == 6
     labels = json.loads((tmp_path / "run" / "data" / "labels.json").read_text())
-    assert labels["label_space"] == "native" and len(labels["classes"]) == 7
+    assert labels["label_space"] == "native" and len(labels["classes"]) == 7   # the config's
+    mapped = R.run_benchmark("isear", source=tmp_path / "isear", out_dir=tmp_path / "r28",
+                             overrides=["model.num_labels=28"], folds=2,
+                             train_fn=oracle_train_fn([]), log=lambda m: None)
+    assert mapped["variants"]["baseline"]["label_space"] == "taxonomy"
+    assert "shame (embarrassment)" in mapped["variants"]["baseline"]["per_class_f1"]
     with pytest.raises(ConfigError, match="model.num_labels=5"):
         R.run_benchmark("isear", source=tmp_path / "isear", out_dir=tmp_path / "r2",
                         overrides=["model.num_labels=5"], train_fn=oracle_train_fn([]))
@@ -670,6 +687,17 @@ def test_runner_trains_with_the_project_trainer(tmp_path):
     # the config's BCTS calibration: one record of each class held out and predicted
     assert np.load(run / "calibration_probs.npy").shape == (4, tx.NUM_LABELS)
     assert base["calibration"]["n"] == 4
+    assert base["checkpoint"] == "latest" and base["checkpoint_step"] == 1
+    # another checkpoint: training resumes at its end and only predicts again
+    again = R.run_benchmark(
+        "emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+        config=Path(__file__).parents[1] / "configs" / "finetune_emocontext.yaml",
+        overrides=["max_steps=1", "batch_size=2", "data.max_length=24",
+                   "data.bucket_boundaries=[24]", "progress=false",
+                   "checkpoint.async_save=false", "eval.checkpoint=best"], log=lambda m: None)
+    assert again["variants"]["baseline"]["checkpoint"] == "best"
+    assert again["variants"]["baseline"]["train_seconds"] == base["train_seconds"]
+    assert json.loads((run / "train" / "summary.json").read_text())["step"] == 1
 
 
 def test_prepare_goemotions_through_tfds(tmp_path, monkeypatch):

@@ -415,7 +415,8 @@ def training_stack_train_fn() -> TrainFn:
     """The project's trainer (emopillars_jax.training, issue #5) as a train_fn.
 
     Trains (resuming from the run's checkpoints when they exist), then predicts the dev
-    file with the best checkpoint; the runner sweeps the threshold on those probabilities.
+    file with the checkpoint eval.checkpoint names (best | latest | a step); the runner
+    sweeps the threshold on those probabilities.
     """
     try:
         from .. import training
@@ -440,8 +441,8 @@ def training_stack_train_fn() -> TrainFn:
         bundle = training.load_bundle(cfg)
         steps = training.Steps(bundle.model, shd.make_mesh(cfg.mesh.shape), cfg.mesh.rules,
                                optax.identity(), seed=cfg.seed)
-        params, _, step = restore_params(Path(cfg.out_dir) / "checkpoints", "best",
-                                         steps.param_shardings)
+        params, _, step = restore_params(Path(cfg.out_dir) / "checkpoints",
+                                         cfg.eval.checkpoint, steps.param_shardings)
         def predict(path):
             examples = data_lib.encode(training.read_split(cfg, str(path)), bundle.encode_fn)
             return steps.predict(examples, cfg.eval.batch_size or cfg.batch_size,
@@ -488,8 +489,14 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
             run_dir = out / variant / run.name
             done, probs_file = run_dir / "results.json", run_dir / "dev_probs.npy"
             cal_file = run_dir / "calibration_probs.npy"
-            if done.is_file():
-                earlier = json.loads(done.read_text())
+            earlier = json.loads(done.read_text()) if done.is_file() else None
+            trained_seconds = None   # a re-prediction keeps the time of the training run
+            if earlier and earlier.get("checkpoint", "best") != cfg.eval.checkpoint:
+                # predicted from another checkpoint: predict again (training resumes at its end)
+                log(f"{name} {variant} {run.name}: predicting with the "
+                    f"{cfg.eval.checkpoint} checkpoint (was {earlier.get('checkpoint', 'best')})")
+                trained_seconds, earlier = earlier.get("train_seconds"), None
+            if earlier:
                 if not probs_file.is_file():
                     log(f"{name} {variant} {run.name}: done earlier, {done}")
                     fold_results.append(earlier)
@@ -498,7 +505,8 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                 import numpy as np
                 outcome = {"dev_probs": np.load(probs_file),
                            "threshold": earlier.get("threshold"),
-                           "train_seconds": earlier.get("train_seconds")}
+                           "train_seconds": earlier.get("train_seconds"),
+                           "checkpoint_step": earlier.get("checkpoint_step")}
                 if run.calibration:
                     if not cal_file.is_file():
                         raise EmoPillarsError(
@@ -518,6 +526,8 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                 outcome = (train_fn(run_cfg, predict_files=[run.calibration])
                            if run.calibration else train_fn(run_cfg))
                 outcome.setdefault("train_seconds", time.perf_counter() - start)
+                if trained_seconds is not None:
+                    outcome["train_seconds"] = trained_seconds
                 # kept so the run can be re-scored (another decision rule) without training
                 if run.calibration:
                     outcome["calibration_probs"] = outcome["predicted"][0]
@@ -533,7 +543,9 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                                                 if run.calibration else None),
                            calibration_probs=outcome.get("calibration_probs"))
             result.update(variant=variant, run=run.name, model=model_path,
-                          train_seconds=outcome["train_seconds"])
+                          train_seconds=outcome["train_seconds"],
+                          checkpoint=cfg.eval.checkpoint,
+                          checkpoint_step=outcome.get("checkpoint_step"))
             write_results(run_dir, result, f"{name} {variant} {run.name} (dev)")
             log(f"{name} {variant} {run.name}: {result['metric']} {result['value']:.4f}")
             fold_results.append(result)
