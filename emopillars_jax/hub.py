@@ -38,7 +38,8 @@ def render_results_table(result: dict) -> str:
     micro_f1, weighted_f1, *_std (over folds), folds, per_class_f1 {class: F1}, support
     {class: count}, per_class_thresholds {class: threshold}, and for a prior-shift
     adjusted argmax: decision, value_without_prior_shift, estimated_dev_priors, and
-    calibration {method, n, temperature, nll_before, nll_after}.
+    calibration {method, n, temperature, nll_before, nll_after}; checkpoint (best | latest |
+    a step) and checkpoint_step.
     """
     rows = [("metric", result.get("metric", "-")),
             ("value", _f(result.get("value")) + (f" ± {result['value_std']:.4f}"
@@ -52,6 +53,10 @@ def render_results_table(result: dict) -> str:
         rows.append(("threshold", "none (most probable class per example)"))
     elif result.get("decision"):
         rows.append(("decision", result["decision"]))
+    if result.get("checkpoint"):
+        step = result.get("checkpoint_step")
+        rows.append(("checkpoint", result["checkpoint"] +
+                     (f" (step {step})" if step is not None else "")))
     if result.get("calibration"):
         cal = result["calibration"]
         rows.append(("calibration", f"{cal['method']} on {cal['n']} held-out training "

@@ -527,6 +527,7 @@ def test_run_benchmark_compares_finetuned_with_baseline_and_resumes(tmp_path):
     assert "| threshold | 0.5000 |" in (run / "finetuned" / "main" / "results.md").read_text()
     result = json.loads((run / "baseline" / "main" / "results.json").read_text())
     assert result["checkpoint"] == "latest"   # the config's: nothing selected on dev
+    assert "| checkpoint | latest |" in (run / "baseline" / "main" / "results.md").read_text()
     # a second run finds results.json of each run and trains nothing
     R.run_benchmark("goemotions", init_from="runs/student_hf", source=src,
                     out_dir=run, train_fn=lambda cfg: pytest.fail("retrained"),
@@ -581,6 +582,9 @@ def test_aggregate_averages_each_folds_calibration_and_priors():
     assert out["calibration"]["biases"]["sad"] == pytest.approx(0.3)
     assert out["estimated_dev_priors"]["sad"] == pytest.approx(0.3)
     assert out["support"] == {"sad": 20}
+    steps = R.aggregate([{**fold(0, 0.6, 1.0, 0.2), "checkpoint_step": 9},
+                         {**fold(1, 0.8, 3.0, 0.4), "checkpoint_step": 8}])
+    assert steps["checkpoint_step"] is None   # not fold 0's when the folds differ
 
 
 def test_emocontext_runner_scores_official_metric(tmp_path):

@@ -134,7 +134,9 @@ def test_results_table_has_metric_threshold_and_per_class_f1():
     text = hub.render_results_table({
         "metric": "macro_f1", "value": 0.512345, "value_std": 0.01, "threshold": 0.36,
         "micro_f1": 0.6, "per_class_f1": {"joy": 0.7, "anger": 0.25},
-        "support": {"joy": 10, "anger": 4}, "per_class_thresholds": {"joy": 0.3, "anger": 0.4}})
+        "support": {"joy": 10, "anger": 4}, "per_class_thresholds": {"joy": 0.3, "anger": 0.4},
+        "checkpoint": "latest", "checkpoint_step": 4068})
+    assert "| checkpoint | latest (step 4068) |" in text
     assert "| metric | macro_f1 |" in text and "| value | 0.5123 ± 0.0100 |" in text
     assert "| threshold | 0.3600 |" in text and "| micro_f1 | 0.6000 |" in text
     assert "| class | F1 | support | threshold |" in text

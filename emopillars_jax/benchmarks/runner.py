@@ -319,6 +319,8 @@ def aggregate(results: list[dict]) -> dict:
         return dict(results[0])
     out = dict(results[0])
     out["run"] = f"mean of {len(results)} folds"
+    if len({r.get("checkpoint_step") for r in results}) > 1:
+        out["checkpoint_step"] = None   # the folds stopped at different steps
     # each fold fits its own calibration and estimates its own dev priors: report their means
     for key in ("calibration", "train_priors", "estimated_dev_priors"):
         if all(r.get(key) for r in results):
