@@ -492,17 +492,17 @@ def test_download_without_network_is_one_line(tmp_path, capsys):
 def oracle_train_fn(calls, noise=None):
     """Test double of the training step: probabilities from the gold labels of cfg.data.dev."""
     def oracle(path, model):
-        recs = R.read_jsonl(Path(path))
+        recs = R.read_jsonl(Path(path))[:max_examples[0]]   # as the trainer reads them
         probs = M.multi_hot([r["labels"] for r in recs], cfg_labels[0]) * 0.6 + 0.2
         if noise is not None and model == noise:
             probs = np.random.default_rng(0).random(probs.shape)
         return probs
 
-    cfg_labels = [None]
+    cfg_labels, max_examples = [None], [None]
 
     def train_fn(cfg, predict_files=()):
         calls.append(cfg)
-        cfg_labels[0] = cfg.model.num_labels
+        cfg_labels[0], max_examples[0] = cfg.model.num_labels, cfg.data.max_examples
         return {"dev_probs": oracle(cfg.data.dev, cfg.model.path), "threshold": 0.5,
                 "train_seconds": 1.5,
                 "predicted": [oracle(p, cfg.model.path) for p in predict_files]}
@@ -560,6 +560,11 @@ def test_run_benchmark_isear_folds_native_head(tmp_path):
                              train_fn=oracle_train_fn([]), log=lambda m: None)
     assert mapped["variants"]["baseline"]["label_space"] == "taxonomy"
     assert "shame (embarrassment)" in mapped["variants"]["baseline"]["per_class_f1"]
+    # a quick run on the first records of each split scores just those
+    quick = R.run_benchmark("isear", source=tmp_path / "isear", out_dir=tmp_path / "quick",
+                            overrides=["data.max_examples=2"], folds=2,
+                            train_fn=oracle_train_fn([]), log=lambda m: None)
+    assert quick["variants"]["baseline"]["n_examples"] == 4
     with pytest.raises(ConfigError, match="model.num_labels=5"):
         R.run_benchmark("isear", source=tmp_path / "isear", out_dir=tmp_path / "r2",
                         overrides=["model.num_labels=5"], train_fn=oracle_train_fn([]))

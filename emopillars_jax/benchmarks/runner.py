@@ -484,6 +484,9 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
     if not variants:
         raise EmoPillarsError("nothing to run: give init_from (step b) and/or keep the baseline")
     train_fn = train_fn or training_stack_train_fn()
+
+    def records(path):   # as the trainer reads them: data.max_examples keeps the first N
+        return read_jsonl(path)[:cfg.data.max_examples]
     summary = {}
     for variant, model_path in variants.items():
         fold_results = []
@@ -535,13 +538,13 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
                     outcome["calibration_probs"] = outcome["predicted"][0]
                     save_probs(cal_file, outcome["calibration_probs"])
                 save_probs(probs_file, outcome["dev_probs"])
-            result = score(name, label_space, read_jsonl(run.dev), outcome["dev_probs"],
+            result = score(name, label_space, records(run.dev), outcome["dev_probs"],
                            outcome.get("threshold") if bench.task == "multi" else None,
                            prior_shift=cfg.eval.prior_shift,
-                           train_records=(read_jsonl(run.train)
+                           train_records=(records(run.train)
                                           if cfg.eval.prior_shift != "none" else None),
                            calibration=cfg.eval.calibration,
-                           calibration_records=(read_jsonl(run.calibration)
+                           calibration_records=(records(run.calibration)
                                                 if run.calibration else None),
                            calibration_probs=outcome.get("calibration_probs"))
             result.update(variant=variant, run=run.name, model=model_path,
