@@ -1,6 +1,9 @@
 """Prediction from an exported folder (real MiniLM) and from a checkpoint; the CLI."""
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,3 +124,17 @@ def test_predict_file_resumes_after_interruption(exported, tmp_path, capsys):
     other.write_text(json.dumps({"text": "something else"}) + "\n")
     assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(other)]) == 1
     assert "is not a prediction for input 1" in capsys.readouterr().err
+
+
+def test_cli_keeps_compilations_on_disk_unless_turned_off(exported, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    command = [sys.executable, "-m", "emopillars_jax.cli", "predict", str(exported),
+               "--text", TEXTS[0]]
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    cached = list((tmp_path / "cache" / "emopillars" / "xla").iterdir())
+    assert any(f.name.startswith("jit_") for f in cached)
+    off = {**env, "XDG_CACHE_HOME": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": ""}
+    subprocess.run(command, env=off, check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / "other").exists()
