@@ -596,7 +596,8 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path).read_text())
     write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
     out = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
-                          overrides=["eval.calibration=none"],   # 4 records: none to hold out
+                          # 4 records: none to hold out; the paper's mapped 28-class head
+                          overrides=["eval.calibration=none", "model.num_labels=28"],
                           train_fn=oracle_train_fn([]), log=lambda m: None)
     base = out["variants"]["baseline"]
     assert base["metric"] == "emocontext_f1" and base["value"] == 1.0
@@ -607,7 +608,8 @@ def test_emocontext_runner_scores_official_metric(tmp_path):
     assert probs.shape == (4, tx.NUM_LABELS) and probs.dtype == np.float32
     # re-running re-scores the saved probabilities under the new config, without training
     again = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
-                            overrides=["eval.prior_shift=none", "eval.calibration=none"],
+                            overrides=["eval.prior_shift=none", "eval.calibration=none",
+                                       "model.num_labels=28"],
                             train_fn=lambda cfg: pytest.fail("retrained"), log=lambda m: None)
     rescored = again["variants"]["baseline"]
     assert rescored["decision"] == "argmax" and rescored["train_seconds"] == 1.5
@@ -635,7 +637,7 @@ def test_emocontext_runner_holds_out_a_calibration_split(tmp_path):
     assert base["decision"] == "argmax after bcts calibration and EM prior adjustment"
     assert base["calibration"]["n"] == 5 and base["value"] == 1.0
     run = tmp_path / "run" / "baseline" / "main"
-    assert np.load(run / "calibration_probs.npy").shape == (5, tx.NUM_LABELS)
+    assert np.load(run / "calibration_probs.npy").shape == (5, 4)   # the config's own head
     # re-scored without training; a run trained without the split cannot be calibrated
     again = R.run_benchmark("emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
                             overrides=["eval.calibration=temperature"],
@@ -693,8 +695,9 @@ def test_runner_trains_with_the_project_trainer(tmp_path):
     assert base["metric"] == "emocontext_f1" and base["train_seconds"] > 0
     run = tmp_path / "run" / "baseline" / "main"
     assert (run / "train" / "checkpoints").is_dir() and (run / "results.json").is_file()
-    # the config's BCTS calibration: one record of each class held out and predicted
-    assert np.load(run / "calibration_probs.npy").shape == (4, tx.NUM_LABELS)
+    # the config's BCTS calibration: one record of each class held out and predicted by
+    # the config's own 4-way head
+    assert np.load(run / "calibration_probs.npy").shape == (4, 4)
     assert base["calibration"]["n"] == 4
     assert base["checkpoint"] == "latest" and base["checkpoint_step"] == 1
     # another checkpoint: training resumes at its end and only predicts again
