@@ -712,6 +712,34 @@ def test_runner_trains_with_the_project_trainer(tmp_path):
     assert json.loads((run / "train" / "summary.json").read_text())["step"] == 1
 
 
+def test_runner_finetunes_an_exported_student_into_the_native_head(tmp_path):
+    """The (b) variant with real parts: an exported 28-class MiniLM folder (as a student
+    is published) starts EmoContext's 4-way fine-tune with a new head (test_encoder checks
+    what carries over), and the comparison with the baseline is written."""
+    from emopillars_jax.assets import resolve
+    from emopillars_jax.export import export_model
+    from emopillars_jax.models import load_encoder
+    student, _ = load_encoder("minilm-l6", seed=0)
+    assert student.head.classifier.kernel.shape[-1] == tx.NUM_LABELS
+    folder = export_model(student, tmp_path / "student", tokenizer_folder=resolve("minilm-l6"))
+    twice = "".join(f"{4 + i}\tagain\tand again\tline {i}\t{lab}\n"
+                    for i, lab in enumerate(["angry", "sad", "happy", "others"]))
+    write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path, twice).read_text())
+    write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
+    out = R.run_benchmark(
+        "emocontext", init_from=str(folder), source=tmp_path / "ec", out_dir=tmp_path / "run",
+        overrides=["max_steps=1", "batch_size=2", "data.max_length=24",
+                   "data.bucket_boundaries=[24]", "progress=false",
+                   "checkpoint.async_save=false"], log=lambda m: None)
+    assert set(out["variants"]) == {"finetuned", "baseline"}
+    for variant in ("finetuned", "baseline"):
+        run = tmp_path / "run" / variant / "main"
+        assert np.load(run / "dev_probs.npy").shape == (4, 4)
+    started = json.loads((tmp_path / "run" / "finetuned" / "main" / "results.json").read_text())
+    assert started["model"] == str(folder)
+    assert "finetuned - baseline" in (tmp_path / "run" / "comparison.md").read_text()
+
+
 def test_prepare_goemotions_through_tfds(tmp_path, monkeypatch):
     splits = {"train": [{"comment_text": b"yay", **{n: n == "joy" for n in tx.LABELS}}] * 3,
               "validation": [{"comment_text": b"hm", **{n: n == "confusion" for n in tx.LABELS}}],
