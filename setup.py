@@ -10,8 +10,9 @@ CORE = [
     "scipy==1.17.1",   # benchmarks: posterior calibration (also a jax dependency)
 ]
 EXTRAS = {
-    # builds llama.cpp from source (about 7 min on 2 cores, then pip's wheel cache);
-    # for CUDA offload: CMAKE_ARGS="-DGGML_CUDA=on" pip install -e ".[gen]"
+    # builds llama.cpp from source (about 7 min on 2 cores); the Makefile passes
+    # CMAKE_ARGS="-DGGML_NATIVE=OFF" (why: see there); for CUDA offload:
+    # CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on" pip install --no-cache-dir -e ".[gen]"
     "gen": ["llama-cpp-python==0.3.36"],
     # torch 2.13.0 is the CPU wheel on this machine; a looser pin pulls a CUDA build
     "torch": ["torch==2.13.0", "transformers==5.23.0"],
