@@ -19,7 +19,7 @@ ARCH=${CUDA_ARCH:-native}
 if ! $PY -c "import llama_cpp, sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)" 2>/dev/null; then
   echo "building llama-cpp-python with CUDA (arch $ARCH)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$ARCH -DLLAVA_BUILD=OFF" \
-    $PY -m pip install --no-deps --no-build-isolation --force-reinstall \
+    $PY -m pip install --no-deps --no-build-isolation --no-cache-dir --force-reinstall \
     "${SDIST:-llama-cpp-python==0.3.36}"
 fi
 if [ -z "${MODEL:-}" ]; then
