@@ -678,18 +678,28 @@ def test_real_benchmark_files_parse():
     assert len(A.read_meld(SHARED / "meld" / "dev_sent_emo.csv")) == 1109
 
 
-def test_runner_trains_with_the_project_trainer(tmp_path):
-    """Real MiniLM-L6 and the real trainer for one step: proves the wiring, not a score."""
+# one training step of the real MiniLM-L6 through the real trainer, on tiny data
+ONE_REAL_STEP = ["max_steps=1", "batch_size=2", "data.max_length=24",
+                 "data.bucket_boundaries=[24]", "progress=false", "checkpoint.async_save=false"]
+
+
+def real_run_source(tmp_path: Path) -> Path:
+    """An EmoContext release with two records of each class in train (one is held out for
+    calibration) and one in dev."""
     twice = "".join(f"{4 + i}\tagain\tand again\tline {i}\t{lab}\n"
                     for i, lab in enumerate(["angry", "sad", "happy", "others"]))
     write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path, twice).read_text())
     write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
+    return tmp_path / "ec"
+
+
+def test_runner_trains_with_the_project_trainer(tmp_path):
+    """Real MiniLM-L6 and the real trainer for one step: proves the wiring, not a score."""
+    source = real_run_source(tmp_path)
     out = R.run_benchmark(
-        "emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+        "emocontext", source=source, out_dir=tmp_path / "run",
         config=Path(__file__).parents[1] / "configs" / "finetune_emocontext.yaml",
-        overrides=["max_steps=1", "batch_size=2", "data.max_length=24",
-                   "data.bucket_boundaries=[24]", "progress=false",
-                   "checkpoint.async_save=false"], log=lambda m: None)
+        overrides=ONE_REAL_STEP, log=lambda m: None)
     base = out["variants"]["baseline"]
     assert base["n_examples"] == 4 and 0.0 <= base["value"] <= 1.0
     assert base["metric"] == "emocontext_f1" and base["train_seconds"] > 0
@@ -702,11 +712,9 @@ def test_runner_trains_with_the_project_trainer(tmp_path):
     assert base["checkpoint"] == "latest" and base["checkpoint_step"] == 1
     # another checkpoint: training resumes at its end and only predicts again
     again = R.run_benchmark(
-        "emocontext", source=tmp_path / "ec", out_dir=tmp_path / "run",
+        "emocontext", source=source, out_dir=tmp_path / "run",
         config=Path(__file__).parents[1] / "configs" / "finetune_emocontext.yaml",
-        overrides=["max_steps=1", "batch_size=2", "data.max_length=24",
-                   "data.bucket_boundaries=[24]", "progress=false",
-                   "checkpoint.async_save=false", "eval.checkpoint=best"], log=lambda m: None)
+        overrides=[*ONE_REAL_STEP, "eval.checkpoint=best"], log=lambda m: None)
     assert again["variants"]["baseline"]["checkpoint"] == "best"
     assert again["variants"]["baseline"]["train_seconds"] == base["train_seconds"]
     assert json.loads((run / "train" / "summary.json").read_text())["step"] == 1
@@ -722,15 +730,10 @@ def test_runner_finetunes_an_exported_student_into_the_native_head(tmp_path):
     student, _ = load_encoder("minilm-l6", seed=0)
     assert student.head.classifier.kernel.shape[-1] == tx.NUM_LABELS
     folder = export_model(student, tmp_path / "student", tokenizer_folder=resolve("minilm-l6"))
-    twice = "".join(f"{4 + i}\tagain\tand again\tline {i}\t{lab}\n"
-                    for i, lab in enumerate(["angry", "sad", "happy", "others"]))
-    write(tmp_path / "ec" / "train.txt", emocontext_file(tmp_path, twice).read_text())
-    write(tmp_path / "ec" / "dev.txt", emocontext_file(tmp_path).read_text())
+    source = real_run_source(tmp_path)
     out = R.run_benchmark(
-        "emocontext", init_from=str(folder), source=tmp_path / "ec", out_dir=tmp_path / "run",
-        overrides=["max_steps=1", "batch_size=2", "data.max_length=24",
-                   "data.bucket_boundaries=[24]", "progress=false",
-                   "checkpoint.async_save=false"], log=lambda m: None)
+        "emocontext", init_from=str(folder), source=source, out_dir=tmp_path / "run",
+        overrides=ONE_REAL_STEP, log=lambda m: None)
     assert set(out["variants"]) == {"finetuned", "baseline"}
     for variant in ("finetuned", "baseline"):
         run = tmp_path / "run" / variant / "main"
