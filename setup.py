@@ -8,6 +8,7 @@ CORE = [
     "safetensors==0.8.0", "numpy==2.4.6", "pyyaml==6.0.4", "pydantic==2.14.4",
     "tqdm==4.70.1", "rich==15.0.0", "matplotlib==3.11.2", "tensorboardX==2.6.5",
     "scipy==1.17.1",   # benchmarks: posterior calibration (also a jax dependency)
+    "qwix==0.1.8",     # int8 prediction (emopillars predict --quantize int8)
 ]
 EXTRAS = {
     # builds llama.cpp from source (about 7 min on 2 cores); the Makefile passes
