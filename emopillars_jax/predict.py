@@ -32,7 +32,7 @@ def quantize_int8(model):
 
     Weights become int8 with one scale per output column; each activation row is quantized
     on the fly, so no calibration data is needed. The products run as int8 x int8 -> int32
-    dots, which XLA:CPU executes several times faster than float32 ones (VNNI/AMX-int8). The
+    dots, which XLA:CPU runs about 5x faster than float32 ones on an AVX-512 VNNI CPU. The
     embeddings, attention products, LayerNorms and the classification head stay float32:
     the head's logits are what the thresholds were tuned on.
     """
@@ -50,8 +50,8 @@ class Predictor:
                  thresholds: Sequence[float] | None = None, input_mode: str = "contextless",
                  max_length: int = 128, batch_size: int = 64,
                  buckets: Sequence[int] = BUCKETS, quantize: str = "none"):
-        """`quantize="int8"`: see quantize_int8 (faster on CPU; probabilities move by a few
-        hundredths at most, see the README's Speed section)."""
+        """`quantize="int8"`: see quantize_int8 (about 2.5x faster on CPU; on GoEmotions dev
+        probabilities moved by 0.10 at most and macro-F1 by -0.001, see the README)."""
         import jax
         from flax import nnx
         if quantize not in QUANTIZE:

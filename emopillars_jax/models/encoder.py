@@ -197,7 +197,7 @@ class Layer(nnx.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         probs = self.attn_dropout(probs, deterministic=deterministic, rngs=rngs)
         # heads-major product, then a transpose: XLA:CPU runs "bhqk,bkhd->bqhd" itself as a
-        # slow transposed dot (5 ms of a 100 ms int8 forward per layer at length 48)
+        # slow transposed dot (at length 48: 5 ms against 2.9 ms per layer)
         ctx = jnp.einsum("bhqk,bkhd->bhqd", probs, v).transpose(0, 2, 1, 3).reshape(b * tq, h)
         attn = self.dropout(self.attn_out(ctx), deterministic=deterministic, rngs=rngs)
         x = self.attn_norm(rows_q + attn)
