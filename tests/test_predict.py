@@ -149,7 +149,8 @@ def _kernel_dtypes(model) -> set[str]:
 
 def test_int8_prediction_on_real_minilm_stays_close_to_float32(exported, capsys):
     full = Predictor.from_path(exported, batch_size=4)
-    quantized = Predictor.from_path(exported, batch_size=4, quantize="int8")
+    quantized = Predictor(full.model, full.tokenizer, full.labels, batch_size=4,
+                          max_length=full.max_length, quantize="int8")
     # the encoder's dense kernels are int8 now; the head and the source model stay float32
     assert "int8" in _kernel_dtypes(quantized.model)
     assert _kernel_dtypes(full.model) == {"float32"}
