@@ -59,7 +59,6 @@ class Predictor:
                                   f"got {quantize!r}")
         if quantize == "int8":
             model = quantize_int8(model)
-        self.quantize = quantize
         self.tokenizer, self.labels = tokenizer, list(labels)
         self.threshold = np.asarray(thresholds if thresholds is not None else threshold,
                                     np.float32)
