@@ -7,6 +7,8 @@ as many threads as cores. Each framework runs in its own subprocess so its peak 
 (max RSS) is its own. Prints median step time, examples/s, peak memory and the ratio,
 and reads both against this machine's large-GEMM peak (measured in the same run): the
 step's matmul GFLOP/s and the share of the peak a 1.2x JAX step would need.
+Each worker also counts the page faults of its timed steps; `--malloc both` runs both
+frameworks under glibc's default allocator and under RETAIN_TUNABLES (freed memory kept).
 
   .venv/bin/python scripts/bench_train.py [--batch 32] [--length 48] [--steps 10]
   .venv/bin/python scripts/bench_train.py --epoch ../shared/data/goemotions/train.tsv \
@@ -68,13 +70,7 @@ def run_jax(args):
              "weights": np.ones(args.batch, np.float32)}
     steps = Steps(bundle.model, shd.make_mesh({"data": -1}), cfg.mesh.rules,
                   build_optimizer(cfg.optim, 1000), seed=0)
-    times = []
-    for i in range(args.warmup + args.steps):
-        t = time.perf_counter()
-        m = steps.train(batch, i)
-        jax.block_until_ready(m["loss"])
-        times.append(time.perf_counter() - t)
-    return times[args.warmup:]
+    return time_steps(lambda i: jax.block_until_ready(steps.train(batch, i)["loss"]), args)
 
 
 def run_torch(args):
@@ -96,17 +92,29 @@ def run_torch(args):
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}], lr=2e-5, eps=1e-8)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    times = []
-    for i in range(args.warmup + args.steps):
-        t = time.perf_counter()
+    def step(i):
         logits = model(**enc).logits
         loss = loss_fn(logits, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    return time_steps(step, args)
+
+
+def time_steps(step, args) -> tuple[list[float], float]:
+    """Seconds of each timed step (after the warm-up ones) and the page faults per timed
+    step (minor faults: memory the kernel had to map and zero for this process)."""
+    for i in range(args.warmup):
+        step(i)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    times = []
+    for i in range(args.warmup, args.warmup + args.steps):
+        t = time.perf_counter()
+        step(i)
         times.append(time.perf_counter() - t)
-    return times[args.warmup:]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return times, faults / max(1, args.steps)
 
 
 def step_gflop(batch: int, length: int, first_token_only: bool = False) -> float:
@@ -202,19 +210,41 @@ def worker(args):
     elif args.worker == "gemm":
         out = run_gemm(args)
     else:
-        times = run_jax(args) if args.worker == "jax" else run_torch(args)
+        times, faults = run_jax(args) if args.worker == "jax" else run_torch(args)
         out = {"median_step_s": statistics.median(times), "steps": len(times),
-               "examples_per_s": args.batch / statistics.median(times)}
+               "examples_per_s": args.batch / statistics.median(times),
+               "page_faults_per_step": faults}
     out["peak_rss_mb"] = peak_mb()
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def spawn(kind, args):
+# glibc tunables that keep freed memory in the process for reuse (one arena, no mmap, no
+# trimming). XLA:CPU allocates each program's temporary buffer afresh (530 MB for this step
+# at batch 32); by default glibc maps it anew each time and the kernel faults and zeroes it
+# in 4 KB at a time. Measured here, not adopted by `emopillars`: see the README's Known limits.
+RETAIN_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:" \
+                  "glibc.malloc.trim_threshold=17179869184"
+
+
+def malloc_env(setting: str) -> dict[str, str]:
+    """This process's environment under glibc's default allocator or ("retain") under
+    RETAIN_TUNABLES; other glibc tunables of the user's are kept."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    own = [t for t in env.pop("GLIBC_TUNABLES", "").split(":")
+           if t and not t.startswith("glibc.malloc.")]
+    if setting == "retain":
+        own.append(RETAIN_TUNABLES)
+    if own:
+        env["GLIBC_TUNABLES"] = ":".join(own)
+    return env
+
+
+def spawn(kind, args, malloc="default"):
     cmd = [sys.executable, __file__, "--worker", kind] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if v is not None and k not in ("worker", "buckets", "epoch_only")]
+        if v is not None and k not in ("worker", "buckets", "epoch_only", "malloc")]
     cmd += [f"--buckets={b}" for b in args.buckets or []]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = malloc_env(malloc)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -229,33 +259,55 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run each worker this many times (alternating order); report medians")
     p.add_argument("--epoch", help="a GoEmotions-style training file: time part of one epoch")
     p.add_argument("--epoch-fraction", type=float, default=0.05)
     p.add_argument("--buckets", action="append", default=None,
                    help="length buckets of the epoch run, comma-separated; repeat to compare "
                         "(the first is the baseline of the printed ratios)")
     p.add_argument("--epoch-only", action="store_true", help="skip the JAX-vs-torch step")
+    p.add_argument("--malloc", default="default", choices=["default", "retain", "both"],
+                   help="glibc's allocator as it comes, or with RETAIN_TUNABLES (both: "
+                        "each framework under each)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
     if not args.epoch_only:
         print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
-              f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up")
-        res = {k: spawn(k, args) for k in ("jax", "torch", "gemm")}
+              f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up, "
+              f"{args.rounds} round(s)")
+        settings = ["default", "retain"] if args.malloc == "both" else [args.malloc]
+        runs = {}
+        for r in range(args.rounds):   # ABBA order, so a drift of the machine cancels
+            for m in settings if r % 2 == 0 else settings[::-1]:
+                for k in ("jax", "torch") if r % 2 == 0 else ("torch", "jax"):
+                    runs.setdefault((k, m), []).append(spawn(k, args, m))
+        res = {key: {f: statistics.median(x[f] for x in rs) for f in rs[0]}
+               for key, rs in runs.items()}   # the median over rounds of each field
+        res["gemm"] = spawn("gemm", args)
         peak = max(res["gemm"]["torch_gflops"], res["gemm"]["jax_gflops"])
         gflop = step_gflop(args.batch, args.length)
         jax_gflop = step_gflop(args.batch, args.length, first_token_only=True)
-        for k in ("jax", "torch"):
-            r = res[k]
-            rate = (jax_gflop if k == "jax" else gflop) / r["median_step_s"]
-            print(f"{k:6s} median step {r['median_step_s'] * 1000:8.1f} ms  "
-                  f"{r['examples_per_s']:7.1f} examples/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
-                  f"matmul {rate:5.1f} GFLOP/s = {100 * rate / peak:3.0f}% of the GEMM peak")
-        ratio = res['jax']['examples_per_s'] / res['torch']['examples_per_s']
-        print(f"ratio JAX/torch examples/s: {ratio:.2f}x")
+        for m in settings:
+            for k in ("jax", "torch"):
+                r = res[k, m]
+                rate = (jax_gflop if k == "jax" else gflop) / r["median_step_s"]
+                print(f"{k:6s} {m:7s} median step {r['median_step_s'] * 1000:7.1f} ms "
+                      f"{r['examples_per_s']:6.1f} examples/s  peak RSS "
+                      f"{r['peak_rss_mb']:5.0f} MB  page faults/step "
+                      f"{r['page_faults_per_step']:7.0f}  matmul {rate:5.1f} GFLOP/s = "
+                      f"{100 * rate / peak:3.0f}% of the GEMM peak")
+        for m in settings:
+            ratio = res["jax", m]["examples_per_s"] / res["torch", m]["examples_per_s"]
+            print(f"ratio JAX/torch examples/s, both with glibc {m}: {ratio:.2f}x")
+        if len(settings) == 2:   # as each is run out of the box
+            ratio = res["jax", "retain"]["examples_per_s"] / \
+                res["torch", "default"]["examples_per_s"]
+            print(f"ratio JAX with retain / torch with glibc's default: {ratio:.2f}x")
         # the roofline: what a 1.2x JAX step would need from the cores
-        need = 1.2 * gflop / res["torch"]["median_step_s"]
+        need = 1.2 * gflop / res["torch", settings[0]]["median_step_s"]
         print(f"step matmuls {gflop:.1f} GFLOP (JAX {jax_gflop:.1f}: its last layer works on the "
               f"first token only); large-GEMM peak {peak:.0f} GFLOP/s (torch "
               f"{res['gemm']['torch_gflops']:.0f}, XLA {res['gemm']['jax_gflops']:.0f}); "
@@ -264,7 +316,8 @@ def main():
     if args.epoch:
         first = None
         for buckets in args.buckets or ["16,24,32,48,64"]:
-            e = spawn("epoch", argparse.Namespace(**{**vars(args), "buckets": [buckets]}))
+            e = spawn("epoch", argparse.Namespace(**{**vars(args), "buckets": [buckets]}),
+                      "retain" if args.malloc == "retain" else "default")
             first = first or e
             print(f"epoch of {args.epoch}, buckets {buckets}: {e['examples']} examples, "
                   f"{e['steps_per_epoch']} steps; {e['timed_steps']} steps in "
