@@ -242,7 +242,7 @@ def malloc_env(setting: str) -> dict[str, str]:
 def spawn(kind, args, malloc="default"):
     cmd = [sys.executable, __file__, "--worker", kind] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if v is not None and k not in ("worker", "buckets", "epoch_only", "malloc")]
+        if v is not None and k not in ("worker", "buckets", "epoch_only", "malloc", "rounds")]
     cmd += [f"--buckets={b}" for b in args.buckets or []]
     env = malloc_env(malloc)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -269,7 +269,7 @@ def main():
     p.add_argument("--epoch-only", action="store_true", help="skip the JAX-vs-torch step")
     p.add_argument("--malloc", default="default", choices=["default", "retain", "both"],
                    help="glibc's allocator as it comes, or with RETAIN_TUNABLES (both: "
-                        "each framework under each)")
+                        "each framework's step under each; epochs then run with the default)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
