@@ -101,8 +101,11 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
 
     from . import training
     from .export import export_from_checkpoint
+    from .host_memory import reuse_host_memory
     from .predict import Predictor
 
+    # now, before the stats' embeddings start JAX (train() would find it started)
+    reuse_host_memory(cfg.train.reuse_host_memory)
     out = Path(cfg.out_dir)
     if fresh and out.exists():
         shutil.rmtree(out)

@@ -114,6 +114,9 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1)
     log_every: int = Field(10, ge=1)
     progress: bool = True
+    # CPU backend: keep XLA's per-step scratch memory between steps instead of having the
+    # kernel map and zero it afresh (emopillars_jax/host_memory.py); no effect on GPU/TPU
+    reuse_host_memory: bool = True
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()

@@ -30,6 +30,7 @@ from . import sharding as shd
 from .checkpointing import METRIC, Checkpointer, restore_params
 from .config import dump_config
 from .errors import EmoPillarsError
+from .host_memory import reuse_host_memory
 from .taxonomy import LABELS
 from .train_config import TrainConfig
 
@@ -344,6 +345,7 @@ def train(cfg: TrainConfig, bundle: ModelBundle | None = None,
     """Train (resuming when a checkpoint exists) and write reports; returns a summary."""
     d = cfg.distributed
     shd.init_distributed(d.mode, d.coordinator_address, d.num_processes, d.process_id)
+    reuse_host_memory(cfg.reuse_host_memory)
     out = Path(cfg.out_dir)
     primary = jax.process_index() == 0
     if not cfg.data.train:
@@ -535,6 +537,7 @@ def evaluate(cfg: TrainConfig, bundle: ModelBundle | None = None) -> dict:
     """Evaluate a saved checkpoint of cfg.out_dir (eval.checkpoint) on dev and test."""
     d = cfg.distributed
     shd.init_distributed(d.mode, d.coordinator_address, d.num_processes, d.process_id)
+    reuse_host_memory(cfg.reuse_host_memory)
     mesh = shd.make_mesh(cfg.mesh.shape)
     bundle = bundle or load_bundle(cfg)
     steps = Steps(bundle.model, mesh, cfg.mesh.rules, optax.identity(), seed=cfg.seed)

@@ -7,8 +7,9 @@ as many threads as cores. Each framework runs in its own subprocess so its peak 
 (max RSS) is its own. Prints median step time, examples/s, peak memory and the ratio,
 and reads both against this machine's large-GEMM peak (measured in the same run): the
 step's matmul GFLOP/s and the share of the peak a 1.2x JAX step would need.
-Each worker also counts the page faults of its timed steps; `--malloc both` runs both
-frameworks under glibc's default allocator and under RETAIN_TUNABLES (freed memory kept).
+Each worker also counts the page faults of its timed steps. `--host-memory both` runs each
+framework with and without emopillars_jax.host_memory (what `emopillars train` does on CPU:
+XLA programs on the calling thread, glibc keeps freed memory; torch gets the glibc part).
 
   .venv/bin/python scripts/bench_train.py [--batch 32] [--length 48] [--steps 10]
   .venv/bin/python scripts/bench_train.py --epoch ../shared/data/goemotions/train.tsv \
@@ -205,6 +206,12 @@ def run_epoch(args):
 
 
 def worker(args):
+    from emopillars_jax import host_memory
+    if args.host_memory == "reuse":   # before JAX starts its backend
+        if args.worker == "torch":
+            host_memory.keep_freed_memory()
+        elif args.worker != "gemm":
+            assert host_memory.reuse_host_memory(), "host memory reuse did not apply"
     if args.worker == "epoch":
         out = run_epoch(args)
     elif args.worker == "gemm":
@@ -218,33 +225,12 @@ def worker(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-# glibc tunables that keep freed memory in the process for reuse (one arena, no mmap, no
-# trimming). XLA:CPU allocates each program's temporary buffer afresh (530 MB for this step
-# at batch 32); by default glibc maps it anew each time and the kernel faults and zeroes it
-# in 4 KB at a time. Measured here, not adopted by `emopillars`: see the README's Known limits.
-RETAIN_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:" \
-                  "glibc.malloc.trim_threshold=17179869184"
-
-
-def malloc_env(setting: str) -> dict[str, str]:
-    """This process's environment under glibc's default allocator or ("retain") under
-    RETAIN_TUNABLES; other glibc tunables of the user's are kept."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    own = [t for t in env.pop("GLIBC_TUNABLES", "").split(":")
-           if t and not t.startswith("glibc.malloc.")]
-    if setting == "retain":
-        own.append(RETAIN_TUNABLES)
-    if own:
-        env["GLIBC_TUNABLES"] = ":".join(own)
-    return env
-
-
-def spawn(kind, args, malloc="default"):
+def spawn(kind, args, host_memory="default"):
     cmd = [sys.executable, __file__, "--worker", kind] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if v is not None and k not in ("worker", "buckets", "epoch_only", "malloc", "rounds")]
-    cmd += [f"--buckets={b}" for b in args.buckets or []]
-    env = malloc_env(malloc)
+        if v is not None and k not in ("worker", "buckets", "epoch_only", "host_memory", "rounds")]
+    cmd += [f"--buckets={b}" for b in args.buckets or []] + [f"--host-memory={host_memory}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -267,9 +253,9 @@ def main():
                    help="length buckets of the epoch run, comma-separated; repeat to compare "
                         "(the first is the baseline of the printed ratios)")
     p.add_argument("--epoch-only", action="store_true", help="skip the JAX-vs-torch step")
-    p.add_argument("--malloc", default="default", choices=["default", "retain", "both"],
-                   help="glibc's allocator as it comes, or with RETAIN_TUNABLES (both: "
-                        "each framework's step under each; epochs then run with the default)")
+    p.add_argument("--host-memory", default="reuse", choices=["default", "reuse", "both"],
+                   help="reuse: as `emopillars train` runs on CPU (emopillars_jax.host_memory; "
+                        "torch gets its glibc part); default: both frameworks as they come")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -278,7 +264,7 @@ def main():
         print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
               f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up, "
               f"{args.rounds} round(s)")
-        settings = ["default", "retain"] if args.malloc == "both" else [args.malloc]
+        settings = ["default", "reuse"] if args.host_memory == "both" else [args.host_memory]
         runs = {}
         for r in range(args.rounds):   # ABBA order, so a drift of the machine cancels
             for m in settings if r % 2 == 0 else settings[::-1]:
@@ -303,9 +289,9 @@ def main():
             ratio = res["jax", m]["examples_per_s"] / res["torch", m]["examples_per_s"]
             print(f"ratio JAX/torch examples/s, both with glibc {m}: {ratio:.2f}x")
         if len(settings) == 2:   # as each is run out of the box
-            ratio = res["jax", "retain"]["examples_per_s"] / \
+            ratio = res["jax", "reuse"]["examples_per_s"] / \
                 res["torch", "default"]["examples_per_s"]
-            print(f"ratio JAX with retain / torch with glibc's default: {ratio:.2f}x")
+            print(f"ratio JAX as emopillars trains / torch as it comes: {ratio:.2f}x")
         # the roofline: what a 1.2x JAX step would need from the cores
         need = 1.2 * gflop / res["torch", settings[0]]["median_step_s"]
         print(f"step matmuls {gflop:.1f} GFLOP (JAX {jax_gflop:.1f}: its last layer works on the "
@@ -314,18 +300,24 @@ def main():
               f"1.2x torch needs {need:.0f} GFLOP/s = {100 * need / peak:.0f}% of that peak "
               f"for the whole step")
     if args.epoch:
+        settings = ["default", "reuse"] if args.host_memory == "both" else [args.host_memory]
+        runs = {}
+        for r in range(args.rounds):
+            for buckets in args.buckets or ["16,24,32,48,64"]:
+                for m in settings if r % 2 == 0 else settings[::-1]:
+                    one = argparse.Namespace(**{**vars(args), "buckets": [buckets]})
+                    runs.setdefault((buckets, m), []).append(spawn("epoch", one, m))
         first = None
-        for buckets in args.buckets or ["16,24,32,48,64"]:
-            e = spawn("epoch", argparse.Namespace(**{**vars(args), "buckets": [buckets]}),
-                      "retain" if args.malloc == "retain" else "default")
+        for (buckets, m), rs in runs.items():
+            e = {f: statistics.median(x[f] for x in rs) for f in rs[0]}
             first = first or e
-            print(f"epoch of {args.epoch}, buckets {buckets}: {e['examples']} examples, "
-                  f"{e['steps_per_epoch']} steps; {e['timed_steps']} steps in "
-                  f"{e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, tokenize "
+            print(f"epoch of {args.epoch}, buckets {buckets}, host memory {m}: "
+                  f"{e['examples']:.0f} examples, {e['steps_per_epoch']:.0f} steps; {e['timed_steps']:.0f} "
+                  f"steps in {e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, tokenize "
                   f"{e['tokenize_s']:.1f} s) -> full epoch about {e['epoch_estimate_min']:.1f} "
                   f"min ({first['epoch_estimate_min'] / e['epoch_estimate_min']:.2f}x the first), "
-                  f"peak RSS {e['peak_rss_mb']:.0f} MB")
-
+                  f"peak RSS {e['peak_rss_mb']:.0f} MB"
+                  + (f" (median of {len(rs)} runs)" if len(rs) > 1 else ""))
 
 if __name__ == "__main__":
     main()

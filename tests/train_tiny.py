@@ -177,6 +177,9 @@ def worker(argv):
         if args.get("coordinator"):
             jax.distributed.initialize(args["coordinator"], args["num_processes"],
                                        args["process_id"])
+        # as train() does when it loads the model itself (bundle() below starts JAX first)
+        from emopillars_jax.host_memory import reuse_host_memory
+        reuse_host_memory()
         cfg = tiny_config(args["out_dir"], args["files"], **args.get("overrides", {}))
         b = bundle()
         seen = []
@@ -189,7 +192,8 @@ def worker(argv):
         if jax.process_index() == 0:
             params_npz(params, args["npz"])
         Path(args["out_dir"], f"tokenized_{jax.process_index()}.json").write_text(
-            json.dumps({"encoded": seen, "summary": summary}))
+            json.dumps({"encoded": seen, "summary": summary,
+                        "async_dispatch": jax.config.values["jax_cpu_enable_async_dispatch"]}))
     elif what == "restore":
         # restore a checkpoint onto this process's devices with a given mesh
         from emopillars_jax import sharding as shd
