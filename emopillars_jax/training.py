@@ -342,7 +342,11 @@ def dev_selection(cfg: TrainConfig, targets: np.ndarray, probs: np.ndarray) -> t
 
 def train(cfg: TrainConfig, bundle: ModelBundle | None = None,
           on_step: Callable[[int], None] | None = None) -> dict:
-    """Train (resuming when a checkpoint exists) and write reports; returns a summary."""
+    """Train (resuming when a checkpoint exists) and write reports; returns a summary.
+
+    On CPU it first sets up scratch-memory reuse (cfg.reuse_host_memory); that only works
+    before JAX starts, so a caller passing a `bundle` it built calls reuse_host_memory() first.
+    """
     d = cfg.distributed
     shd.init_distributed(d.mode, d.coordinator_address, d.num_processes, d.process_id)
     reuse_host_memory(cfg.reuse_host_memory)

@@ -312,9 +312,10 @@ def main():
             e = {f: statistics.median(x[f] for x in rs) for f in rs[0]}
             first = first or e
             print(f"epoch of {args.epoch}, buckets {buckets}, host memory {m}: "
-                  f"{e['examples']:.0f} examples, {e['steps_per_epoch']:.0f} steps; {e['timed_steps']:.0f} "
-                  f"steps in {e['timed_s']:.1f} s (compile {e['compile_s']:.0f} s, tokenize "
-                  f"{e['tokenize_s']:.1f} s) -> full epoch about {e['epoch_estimate_min']:.1f} "
+                  f"{e['examples']:.0f} examples, {e['steps_per_epoch']:.0f} steps; "
+                  f"{e['timed_steps']:.0f} steps in {e['timed_s']:.1f} s (compile "
+                  f"{e['compile_s']:.0f} s, tokenize {e['tokenize_s']:.1f} s) -> full epoch "
+                  f"about {e['epoch_estimate_min']:.1f} "
                   f"min ({first['epoch_estimate_min'] / e['epoch_estimate_min']:.2f}x the first), "
                   f"peak RSS {e['peak_rss_mb']:.0f} MB"
                   + (f" (median of {len(rs)} runs)" if len(rs) > 1 else ""))
