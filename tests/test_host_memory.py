@@ -53,7 +53,6 @@ def test_reuse_keeps_the_scratch_buffer_mapped():
     assert reuse["faults"] < default["faults"] / 20, (reuse, default)
 
 
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
 @pytest.mark.parametrize("setting", ["true", "false"])
 def test_emopillars_train_applies_the_config_setting(tmp_path, setting):

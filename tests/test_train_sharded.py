@@ -91,7 +91,7 @@ def test_two_process_distributed_run_matches_single_process(tmp_path):
         seen = json.loads((multi / f"tokenized_{i}.json").read_text())
         assert seen["encoded"][0] == 32 and single_seen[:2] == [32, 32]
         assert seen["summary"]["step"] == 6
-        # train() ran XLA on the calling thread (emopillars_jax.host_memory), here too
+        # trained as `emopillars train` does on CPU: XLA on the calling thread (host_memory)
         assert seen["async_dispatch"] is False
     s = json.loads((single / "tokenized_0.json").read_text())["summary"]
     m = json.loads((multi / "tokenized_0.json").read_text())["summary"]
