@@ -238,6 +238,11 @@ def spawn(kind, args, host_memory="default"):
     return json.loads(lines[-1][7:])
 
 
+def medians(results: list[dict]) -> dict:
+    """Each field's median over the rounds of one worker kind."""
+    return {f: statistics.median(r[f] for r in results) for f in results[0]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
@@ -260,18 +265,17 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    settings = ["default", "reuse"] if args.host_memory == "both" else [args.host_memory]
     if not args.epoch_only:
         print(f"MiniLM-L6 training step, batch {args.batch}, length {args.length}, "
               f"{os.cpu_count()} cores, {args.steps} timed steps after {args.warmup} warm-up, "
               f"{args.rounds} round(s)")
-        settings = ["default", "reuse"] if args.host_memory == "both" else [args.host_memory]
         runs = {}
         for r in range(args.rounds):   # ABBA order, so a drift of the machine cancels
             for m in settings if r % 2 == 0 else settings[::-1]:
                 for k in ("jax", "torch") if r % 2 == 0 else ("torch", "jax"):
                     runs.setdefault((k, m), []).append(spawn(k, args, m))
-        res = {key: {f: statistics.median(x[f] for x in rs) for f in rs[0]}
-               for key, rs in runs.items()}   # the median over rounds of each field
+        res = {key: medians(rs) for key, rs in runs.items()}
         res["gemm"] = spawn("gemm", args)
         peak = max(res["gemm"]["torch_gflops"], res["gemm"]["jax_gflops"])
         gflop = step_gflop(args.batch, args.length)
@@ -300,7 +304,6 @@ def main():
               f"1.2x torch needs {need:.0f} GFLOP/s = {100 * need / peak:.0f}% of that peak "
               f"for the whole step")
     if args.epoch:
-        settings = ["default", "reuse"] if args.host_memory == "both" else [args.host_memory]
         runs = {}
         for r in range(args.rounds):
             for buckets in args.buckets or ["16,24,32,48,64"]:
@@ -309,7 +312,7 @@ def main():
                     runs.setdefault((buckets, m), []).append(spawn("epoch", one, m))
         first = None
         for (buckets, m), rs in runs.items():
-            e = {f: statistics.median(x[f] for x in rs) for f in rs[0]}
+            e = medians(rs)
             first = first or e
             print(f"epoch of {args.epoch}, buckets {buckets}, host memory {m}: "
                   f"{e['examples']:.0f} examples, {e['steps_per_epoch']:.0f} steps; "
@@ -319,6 +322,7 @@ def main():
                   f"min ({first['epoch_estimate_min'] / e['epoch_estimate_min']:.2f}x the first), "
                   f"peak RSS {e['peak_rss_mb']:.0f} MB"
                   + (f" (median of {len(rs)} runs)" if len(rs) > 1 else ""))
+
 
 if __name__ == "__main__":
     main()
