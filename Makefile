@@ -14,8 +14,8 @@ DEMO_ARGS ?=
 # llama.cpp (built from source by pip) compiles for the build CPU by default
 # (-march=native). On a VM whose CPU reports AMX that build died with SIGILL at the first
 # AMX tile instruction, so it is built without -march=native: the x86-64 AVX2/FMA/F16C
-# kernels, plus the AVX-512 ones (never AMX) when this CPU has AVX-512 (1.1-1.3x faster
-# generation than the AVX2 kernels on the AVX-512 VM). --no-cache-dir: pip's wheel cache
+# kernels, plus the AVX-512 ones (never AMX) when this CPU has AVX-512 (1.2-1.3x faster
+# batched generation than the AVX2 kernels on the AVX-512 VM, scripts/bench_llama_builds.py). --no-cache-dir: pip's wheel cache
 # ignores CMAKE_ARGS and would hand back an earlier build.
 # For CUDA offload: make install LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=on"
 CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
