@@ -87,6 +87,7 @@ def main() -> int:
             runs[lib].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"round {r + 1} {lib}: " + ", ".join(f"{k} {v:.1f}s" for k, v in runs[lib][-1].items()),
                   flush=True)
+
     def medians(lib: str) -> dict[str, float]:
         rows = [{**run, "total": sum(run.values())} for run in runs[lib]]
         return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
