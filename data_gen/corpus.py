@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from emopillars_jax.errors import EmoPillarsError
+from emopillars_jax.errors import EmoPillarsError, reading_text
 
 EMBEDDED = Path(__file__).resolve().parent / "corpus" / "plots.jsonl"
 WIKIPLOTS_SEP = "<EOS>"
@@ -39,10 +39,12 @@ def load_wikiplots(plots_path: Path, titles_path: Path | None = None) -> list[Pl
     if not titles_path.is_file():
         raise EmoPillarsError(f"{plots_path}: WikiPlots titles file {titles_path} not found "
                               "(set corpus.titles)")
-    blocks = plots_path.read_text(encoding="utf-8").split(WIKIPLOTS_SEP)
+    with reading_text(plots_path):
+        blocks = plots_path.read_text(encoding="utf-8").split(WIKIPLOTS_SEP)
     if blocks and not blocks[-1].strip():
         blocks = blocks[:-1]   # the file ends with a separator
-    titles = [t.strip() for t in titles_path.read_text(encoding="utf-8").splitlines()]
+    with reading_text(titles_path):
+        titles = [t.strip() for t in titles_path.read_text(encoding="utf-8").splitlines()]
     while titles and not titles[-1]:
         titles.pop()
     if len(titles) != len(blocks):
@@ -59,7 +61,7 @@ def load_wikiplots(plots_path: Path, titles_path: Path | None = None) -> list[Pl
 def load_jsonl(path: Path) -> list[Plot]:
     """JSON Lines with `plot_id`, `title` and `plot` per line."""
     plots = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh, reading_text(path):
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue

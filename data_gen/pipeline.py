@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import re
+import shlex
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -333,6 +334,10 @@ def assemble(out: Path, dirs: list[Path], cfg: GenerateConfig, provenance: dict)
         for split in SPLITS:
             sel = [r for r in rows if split_of.get(r["plot_id"]) == split]
             counts[name][split] = write_jsonl_atomic(out / "dataset" / name / f"{split}.jsonl", sel)
+        empty = [s for s, r in zip(SPLITS, ratios) if r > 0 and not counts[name][s]]
+        if empty and rows:
+            log.warning("%s dataset: no examples in %s (splits are by plot, and %d plots "
+                        "are too few to fill them all)", name, ", ".join(empty), len(plot_ids))
     shard_manifests = [_load_manifest(d / "manifest.json") or {} for d in dirs]
     stage_totals = {}
     for m in shard_manifests:
@@ -358,8 +363,10 @@ def run_cli(args) -> int:
     else:
         out = generate(cfg, args.shard, args.num_shards)
         if args.num_shards > 1:
+            again = shlex.join(["emopillars", "generate", "-c", str(args.config),
+                                *args.overrides, "merge=true"])
             print(f"shard {args.shard} of {args.num_shards} done under {out}/shards; when all "
-                  f"are done: emopillars generate -c {args.config} merge=true")
+                  f"are done: {again}")
             return 0
     counts = json.loads((out / "manifest.json").read_text())["dataset"]
     for name, c in counts.items():

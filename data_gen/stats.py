@@ -76,6 +76,28 @@ def embed_texts(texts: list[str], encoder: str = "minilm-l6", batch: int = 64):
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
+# the dataset fields the report reads (see pipeline.build_records)
+EXAMPLE_FIELDS = ("plot_id", "character_id", "utterance", "utterance_kind")
+
+
+def check_example(path: Path, n: int, rec) -> None:
+    """A dataset record the report can read, else an error naming the file and field."""
+    where = f"{path}: record {n}"
+    if not isinstance(rec, dict):
+        raise EmoPillarsError(f"{where}: expected a JSON object")
+    for key in ("labels",) + EXAMPLE_FIELDS:
+        if key not in rec:
+            raise EmoPillarsError(f"{where}: no '{key}' field")
+    if not isinstance(rec["utterance"], str):
+        raise EmoPillarsError(f"{where}: 'utterance' must be a string")
+    labels = rec["labels"]
+    bad = ([i for i in labels if type(i) is not int or not 0 <= i < len(LABELS)]
+           if isinstance(labels, list) else [labels])
+    if bad:
+        raise EmoPillarsError(f"{where}: 'labels' must be a list of label ids "
+                              f"0-{len(LABELS) - 1}, got {str(bad[0])[:40]}")
+
+
 def collect(run: Path, embeddings: bool = True) -> dict:
     dirs = stage_dirs(run)
     if not dirs and not (run / "dataset").is_dir():
@@ -96,7 +118,9 @@ def collect(run: Path, embeddings: bool = True) -> dict:
     for kind in ("contextless", "contextual"):
         rows = []
         for f in sorted((run / "dataset" / kind).glob("*.jsonl")):
-            rows += read_jsonl(f)
+            for n, rec in enumerate(read_jsonl(f), 1):
+                check_example(f, n, rec)
+                rows.append(rec)
         data[kind] = rows
         if not rows:
             report[kind] = {"examples": 0}
@@ -206,11 +230,13 @@ def markdown(report: dict, images: list[Path]) -> str:
         lines += [f"- examples: {d['examples']} from {d['plots']} plots, {d['characters']} characters",
                   f"- labels per example: mean {d['mean_labels_per_example']} "
                   f"(distribution {d['labels_per_example']})",
-                  f"- neutral share: {d['neutral_share']}",
+                  f"- neutral share (examples labelled neutral): {d['neutral_share']}",
                   f"- distinct-1 / distinct-2: {d['distinct_1']} / {d['distinct_2']}",
                   "- top labels: " + ", ".join(f"{k} {v}" for k, v in sorted(
                       d["label_counts"].items(), key=lambda kv: -kv[1])[:8] if v)]
-    lines += ["", "## Diversity: MiniLM mean pairwise cosine", ""]
+    lines += ["", "## Diversity: MiniLM mean pairwise cosine", "",
+              "Groups by the kind of utterance asked for (neutral or emotional), not by label.",
+              ""]
     cos = report["embedding_cosine"]
     if "skipped" in cos:
         lines.append(f"not computed: {cos['skipped']}")
@@ -227,8 +253,8 @@ def write_report(run: Path, out: Path | None = None, embeddings: bool = True) ->
     if not run.is_dir():
         raise EmoPillarsError(f"{run}: run folder not found")
     out = Path(out) if out else run / "stats"
+    report = collect(run, embeddings)   # first: a failed check leaves no report folder
     out.mkdir(parents=True, exist_ok=True)
-    report = collect(run, embeddings)
     images = plot_report(report, out)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report, images))

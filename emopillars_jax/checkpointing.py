@@ -157,6 +157,28 @@ def int_keys(tree):
     return tree
 
 
+def has_steps(directory: Path) -> bool:
+    """Orbax writes one numbered folder per step (<step>.corrupt once set aside)."""
+    return any(p.is_dir() and p.name.split(".")[0].isdigit() for p in directory.iterdir())
+
+
+def latest_metadata(directory: str | Path) -> dict | None:
+    """The metadata item of the newest step whose metadata reads (None: no such step)."""
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        return None
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with ocp.CheckpointManager(directory, options=options, item_handlers=_handlers()) as manager:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                out = manager.restore(step, args=ocp.args.Composite(
+                    metadata=ocp.args.JsonRestore()))
+            except Exception:   # unreadable: a resuming run sets the step aside
+                continue
+            return dict(out["metadata"] or {})
+    return None
+
+
 def restore_params(directory: str | Path, which: str | int = "best",
                    shardings=None) -> tuple[Any, dict, int]:
     """Only the params item (+ metadata) of one step -> (params, meta, step).
@@ -167,6 +189,8 @@ def restore_params(directory: str | Path, which: str | int = "best",
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise EmoPillarsError(f"{directory}: checkpoint folder not found")
+    if (directory / "checkpoints").is_dir() and not has_steps(directory):
+        directory = directory / "checkpoints"   # a training run's folder
     options = ocp.CheckpointManagerOptions(read_only=True,
                                            best_fn=lambda m: m[METRIC], best_mode="max")
     with ocp.CheckpointManager(directory, options=options, item_handlers=_handlers()) as manager:

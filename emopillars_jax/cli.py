@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EmoPillarsError, NotBuiltError
+from .errors import ConfigError, EmoPillarsError, NotBuiltError
 
 # name -> ("package.module:function" taking the parsed args, or None), one-line help
 COMMANDS: dict[str, tuple[str | None, str]] = {
@@ -42,10 +42,11 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
 NOT_BUILT_ISSUE: dict[str, int] = {}   # command -> issue tracking it, while unbuilt
 
 
-def _config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--config", "-c", default=default, help="YAML config file")
+def _config_args(p: argparse.ArgumentParser, default: str, example: str) -> None:
+    p.add_argument("--config", "-c", help=f"YAML config file (default {default})")
+    p.set_defaults(default_config=default)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="config overrides, e.g. optim.lr=3e-5")
+                   help=f"config overrides, e.g. {example}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = {name: sub.add_parser(name, help=help_, description=help_)
          for name, (_, help_) in COMMANDS.items()}
 
-    _config_args(p["generate"], "configs/generate_demo.yaml")
+    _config_args(p["generate"], "configs/generate_demo.yaml", "corpus.max_plots=3")
     p["generate"].add_argument("--shard", type=int, default=0, help="this shard's index")
     p["generate"].add_argument("--num-shards", type=int, default=1,
                                help="number of shards plots are split into")
@@ -68,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p["stats"].add_argument("run_dir", help="generation output folder")
     p["stats"].add_argument("--out", help="report folder (default: RUN_DIR/stats)")
 
-    _config_args(p["train"], "configs/train_demo.yaml")
-    _config_args(p["evaluate"], "configs/train_demo.yaml")
+    _config_args(p["train"], "configs/train_demo.yaml", "optim.lr=3e-5")
+    _config_args(p["evaluate"], "configs/train_demo.yaml", "eval.checkpoint=latest")
 
-    p["export"].add_argument("checkpoint", help="Orbax checkpoint folder (a run's checkpoints/)")
+    p["export"].add_argument("checkpoint", help="a training run folder or its checkpoints/ (Orbax)")
     p["export"].add_argument("out", help="output Hugging Face folder")
     p["export"].add_argument("--verify", action="store_true",
                              help="load with transformers + PyTorch and compare logits")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="int8: dynamic int8 quantization of the encoder layers "
                                    "(about 2.5x faster on CPU; probabilities move slightly)")
 
-    _config_args(p["demo"], "configs/demo.yaml")
+    _config_args(p["demo"], "configs/demo.yaml", "generate.corpus.max_plots=3")
     p["demo"].add_argument("--fresh", action="store_true", help="start over instead of resuming")
 
     from .benchmarks.commands import add_benchmark_args
@@ -138,6 +139,11 @@ def dispatch(args: argparse.Namespace) -> int:
         issue = NOT_BUILT_ISSUE.get(args.command)
         raise NotBuiltError(f"`emopillars {args.command}` is not built yet"
                             + (f" (tracked in issue #{issue})" if issue else ""))
+    if getattr(args, "default_config", None) and args.config is None:
+        if not Path(args.default_config).is_file():
+            raise ConfigError(f"{args.default_config} (the default config) not found: run from "
+                              "the project folder or pass -c CONFIG")
+        args.config = args.default_config
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(args) or 0)
@@ -179,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except EmoPillarsError as exc:
         print(f"emopillars {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:   # e.g. an output path that is a file where a folder must go
+        if args.verbose or not exc.filename:
+            raise
+        print(f"emopillars {args.command}: error: {exc.filename}: {exc.strerror}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"emopillars {args.command}: interrupted; finished work is saved, "

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, reading_text
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -57,7 +57,8 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with reading_text(path):
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -123,6 +124,8 @@ def _describe(schema: type[BaseModel], err: dict) -> str:
     if len(got_text) > 60:
         got_text = got_text[:57] + "..."
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and isinstance(got, dict):   # a section's own check
+        return f"{key}.{msg}" if loc else msg
     return f"{key}: expected {expected} ({msg}), got {got_text}"
 
 

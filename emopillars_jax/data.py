@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import EmoPillarsError
+from .errors import EmoPillarsError, reading_text
 from .taxonomy import LABEL_TO_ID
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _vector(value, where: str, num_labels: int) -> np.ndarray:
 
 
 def _iter_jsonl(path: Path):
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f, reading_text(path):
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -122,6 +122,14 @@ def _iter_jsonl(path: Path):
             if not isinstance(rec, dict):
                 raise EmoPillarsError(f"{path}:{n}: expected a JSON object per line")
             yield n, rec
+
+
+def _iter_csv(path: Path):
+    with path.open(encoding="utf-8", newline="") as f, reading_text(path):
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise EmoPillarsError(f"{path}: empty CSV file (expected a header row)")
+        yield from enumerate(reader, 2)
 
 
 def _field(rec: dict, name: str, where: str, kind=str):
@@ -185,14 +193,7 @@ def read_examples(path: str | Path, *, format: str = "auto", mode: str = "contex
             if max_examples and len(rows) >= max_examples:
                 break
     elif fmt in ("jsonl", "csv"):
-        if fmt == "jsonl":
-            records = _iter_jsonl(path)
-        else:
-            f = path.open(encoding="utf-8", newline="")
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                raise EmoPillarsError(f"{path}: empty CSV file (expected a header row)")
-            records = ((n, rec) for n, rec in enumerate(reader, 2))
+        records = _iter_jsonl(path) if fmt == "jsonl" else _iter_csv(path)
         for n, rec in records:
             where = f"{path}:{n}"
             text = _field(rec, text_field, where)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,6 +63,12 @@ def hf_config(cfg, labels: Sequence[str], threshold: float,
     if max_length:
         out["input_max_length"] = int(max_length)   # what training used; predict uses it
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _card(config: dict, metrics: dict | None, training_data: str | None,
@@ -145,8 +152,9 @@ def export_model(model, out_dir: str | Path, *, tokenizer_folder: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = hf_config(cfg, names, threshold, thresholds, input_mode, dtype, max_length)
-    save_file(tensors_from_model(model, dtype), str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    weights = out / "model.safetensors"
+    save_file(tensors_from_model(model, dtype), str(weights), metadata={"format": "pt"})
+    weights.chmod(0o666 & ~_umask())   # safetensors writes it owner-only, unlike the rest
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tok = Tokenizer.from_folder(tokenizer_folder)
     if cfg.type_vocab_size > 1:

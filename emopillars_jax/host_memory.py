@@ -33,11 +33,15 @@ def reuse_host_memory(enabled: bool = True) -> bool:
     async dispatch can only be turned off before JAX creates its CPU client. Later calls (a
     second run in the same process) find the client already made and change nothing.
     """
-    from jax._src import xla_bridge   # no public "are backends initialised?" yet
-
     if not enabled or platform.libc_ver()[0] != "glibc":
         return False
-    if xla_bridge.backends_are_initialized():
+    try:   # JAX has no public "are backends initialised?" yet
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:   # another JAX: it cannot be told whether the client exists
+        log.warning("this JAX has no xla_bridge.backends_are_initialized; "
+                    "XLA's scratch memory is mapped afresh every step")
+        return False
+    if backends_are_initialized():
         return False
     jax.config.update("jax_cpu_enable_async_dispatch", False)
     if jax.default_backend() != "cpu":   # GPU/TPU: the flag only touches the unused CPU client

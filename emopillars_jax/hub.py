@@ -19,10 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EmoPillarsError
+from .errors import EmoPillarsError, reading_text
 from .taxonomy import DEFINITIONS, LABELS
 
 REPO_TYPES = ("model", "dataset")
+# any one of them makes a loadable tokenizer (tokenizer.model: SentencePiece)
+TOKENIZER_MAIN_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 
 # --- results table -----------------------------------------------------------------------
@@ -110,7 +112,7 @@ SPLIT_ORDER = ("train", "validation", "dev", "test")
 
 
 def _jsonl_records(path: Path, limit: int | None = None):
-    with open(path, encoding="utf-8") as fh:
+    with reading_text(path), open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
@@ -316,15 +318,24 @@ def check_folder(folder: Path, repo_type: str) -> list[str]:
                             "`emopillars export`)")
         if not any(folder.glob("*.safetensors")) and not (folder / "pytorch_model.bin").is_file():
             problems.append(f"{folder}: no *.safetensors weights")
+        # a model without its tokenizer cannot be used from the Hub
+        if not any((folder / name).is_file() for name in TOKENIZER_MAIN_FILES):
+            problems.append(f"{folder}: no tokenizer files (expected one of "
+                            f"{', '.join(TOKENIZER_MAIN_FILES)}, as `emopillars export` "
+                            "writes)")
         return problems
+    if (folder / "manifest.json").is_file() and (folder / "dataset").is_dir():
+        # the run's stages/ and shards/ would be uploaded too
+        return [f"{folder}: a generation run folder, not its dataset; publish "
+                f"{folder / 'dataset'} instead"]
     if not discover_configs(folder):
         return [f"{folder}: no <config>/<split>.jsonl files to publish as a dataset"]
     return []
 
 
 def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return str(n)
@@ -357,6 +368,12 @@ def publish(folder: str | Path, repo_id: str, repo_type: str = "model", private:
         raise EmoPillarsError(f"repo type {repo_type!r}: expected one of {list(REPO_TYPES)}")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise EmoPillarsError(f"--repo-id {repo_id!r}: expected user/name")
+    _hub()
+    from huggingface_hub.utils import validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as exc:   # HFValidationError: the characters the Hub accepts
+        raise EmoPillarsError(f"--repo-id {repo_id!r}: {_one_line(exc)}") from None
     problems = check_folder(folder, repo_type)
     if problems:
         raise EmoPillarsError("; ".join(problems))

@@ -10,11 +10,11 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .errors import EmoPillarsError
+from .errors import EmoPillarsError, reading_text
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,14 @@ class Predictor:
         path = Path(path).expanduser()
         if not path.exists():
             raise EmoPillarsError(f"{path}: model folder not found")
+        if not (path / "config.json").is_file():
+            from .checkpointing import has_steps
+            if path.is_dir() and (path / "checkpoints").is_dir() and not has_steps(path):
+                path = path / "checkpoints"   # a training run's folder
+            if not (path.is_dir() and has_steps(path)):
+                raise EmoPillarsError(f"{path}: neither an exported model folder (with "
+                                      "config.json) nor a training run's checkpoints (RUN or "
+                                      "RUN/checkpoints, with numbered step folders)")
         if (path / "config.json").is_file():
             hf = read_hf_config(path)
             if "id2label" not in hf or hf.get("problem_type") != "multi_label_classification":
@@ -135,6 +143,9 @@ class Predictor:
             texts = [texts]
         if contexts is not None and self.input_mode != "contextual":
             log.warning("this model was trained without context; contexts are used anyway")
+        elif contexts is None and self.input_mode == "contextual":
+            log.warning("this model was trained with a context before each utterance; "
+                        "without one (--context) its scores are less reliable")
         probs = self.probabilities(list(texts), contexts)
         thr = self.threshold if threshold is None else np.float32(threshold)
         results = []
@@ -152,41 +163,70 @@ def read_inputs(path: str | Path) -> tuple[list[str], list[str | None]]:
     path = Path(path)
     if not path.is_file():
         raise EmoPillarsError(f"{path}: file not found")
-    rows: Iterable[dict]
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        rows = []
-        with open(path, encoding="utf-8") as fh:
+    rows: list[tuple[int, dict]] = []   # (line number, record)
+    with reading_text(path), open(path, newline="", encoding="utf-8") as fh:
+        if path.suffix.lower() == ".csv":
+            reader = csv.DictReader(fh)
+            rows = [(reader.line_num, row) for row in reader]
+        else:
             for n, line in enumerate(fh, 1):
                 if line.strip():
                     try:
-                        rows.append(json.loads(line))
+                        rows.append((n, json.loads(line)))
                     except ValueError:
                         raise EmoPillarsError(f"{path}:{n}: not valid JSON") from None
     texts, contexts = [], []
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         text = row.get("text") or row.get("utterance") if isinstance(row, dict) else None
         if not isinstance(text, str) or not text.strip():
-            raise EmoPillarsError(f"{path}: record {n}: expected a non-empty 'text' "
+            raise EmoPillarsError(f"{path}:{n}: expected a non-empty 'text' "
                                   "(or 'utterance') field")
+        context = row.get("context")
+        if context is not None and not isinstance(context, str):
+            raise EmoPillarsError(f"{path}:{n}: 'context' must be a string, got "
+                                  f"{type(context).__name__}")
         texts.append(text)
-        contexts.append(row.get("context") or None)
+        contexts.append(context or None)
     if not texts:
         raise EmoPillarsError(f"{path}: no records")
     return texts, contexts
 
 
-def _done_records(path: Path) -> int:
-    """Complete JSON lines already in `path`; a torn last line (crash) is cut off."""
-    if not path.is_file():
+def _done_records(out: Path, texts: Sequence[str]) -> int:
+    """Predictions already in `out`, each checked to be this command's record for the same
+    input (so a foreign file is never appended to or cut); a torn last line (crash) is cut."""
+    if not out.exists():
         return 0
-    data = path.read_bytes()
+    if not out.is_file():
+        raise EmoPillarsError(f"--out {out}: not a file")
+    data = out.read_bytes()
     keep = data[:data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
-        path.write_bytes(keep)
-    return keep.count(b"\n")
+    with reading_text(out):
+        lines = keep.decode("utf-8").splitlines()
+    torn = data[len(keep):]
+    if torn and not torn.startswith(b'{"text": '):   # how every record written below starts
+        lines.append(torn.decode("utf-8", "replace"))
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = None
+        if not (isinstance(rec, dict) and isinstance(rec.get("scores"), dict)
+                and isinstance(rec.get("labels"), list)):
+            raise EmoPillarsError(f"--out {out}:{n}: not a prediction record (JSON with text, "
+                                  "scores, labels); remove the file or choose another --out")
+        records.append(rec)
+    if len(records) > len(texts):
+        raise EmoPillarsError(f"{out}: has {len(records)} records, more than the "
+                              f"{len(texts)} inputs; remove it or choose another --out")
+    for n, (rec, text) in enumerate(zip(records, texts), 1):
+        if rec.get("text") != text:
+            raise EmoPillarsError(f"{out}: its record {n} is not a prediction for input "
+                                  f"{n}; remove it or choose another --out")
+    if torn:
+        out.write_bytes(keep)
+    return len(records)
 
 
 def run_predict(args) -> int:
@@ -197,12 +237,18 @@ def run_predict(args) -> int:
     """
     if bool(args.text) == bool(args.file):
         raise EmoPillarsError("predict: give --text (repeatable) or --file, not both or neither")
+    if args.file and args.out and Path(args.out).exists() and \
+            Path(args.out).samefile(args.file):
+        raise EmoPillarsError(f"--out {args.out}: the same file as --file; write the "
+                              "predictions to another file")
     if args.file:
         texts, contexts = read_inputs(args.file)
     else:
         texts, contexts = list(args.text), [args.context] * len(args.text)
     if not any(contexts):
         contexts = None
+    # check an existing --out before the slow model load
+    done = _done_records(Path(args.out), texts) if args.out else 0
     predictor = Predictor.from_path(args.model, quantize=args.quantize)
     if not args.out:
         for text, res in zip(texts, predictor.predict(texts, contexts, threshold=args.threshold)):
@@ -213,16 +259,7 @@ def run_predict(args) -> int:
     from tqdm import tqdm
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = _done_records(out)
-    if done > len(texts):
-        raise EmoPillarsError(f"{out}: has {done} records, more than the {len(texts)} inputs; "
-                              "remove it or choose another --out")
     if done:
-        with open(out, encoding="utf-8") as fh:
-            last = json.loads(fh.readlines()[-1]).get("text")
-        if last != texts[done - 1]:
-            raise EmoPillarsError(f"{out}: its record {done} is not a prediction for input "
-                                  f"{done}; remove it or choose another --out")
         print(f"{out}: {done} predictions already there, continuing")
     chunk = 1024
     with open(out, "a", encoding="utf-8") as fh, \

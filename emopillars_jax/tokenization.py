@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import AssetError, EmoPillarsError
+from .errors import AssetError, EmoPillarsError, reading_text
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json")
@@ -43,20 +43,35 @@ class Tokenizer:
         from tokenizers.implementations import BertWordPieceTokenizer
         folder = Path(folder)
         cfg_path = folder / "tokenizer_config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        if (folder / "tokenizer.json").is_file():
-            backend = HFTokenizer.from_file(str(folder / "tokenizer.json"))
-        elif (folder / "vocab.txt").is_file():
-            backend = BertWordPieceTokenizer(str(folder / "vocab.txt"),
-                                             lowercase=cfg.get("do_lower_case", True))._tokenizer
-        else:
+        cfg = {}
+        if cfg_path.is_file():
+            try:
+                with reading_text(cfg_path):
+                    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise AssetError(f"{cfg_path}: invalid JSON ({exc})") from None
+            if not isinstance(cfg, dict):
+                raise AssetError(f"{cfg_path}: expected a JSON object")
+        found = [folder / n for n in ("tokenizer.json", "vocab.txt") if (folder / n).is_file()]
+        if not found:
             raise AssetError(f"{folder}: no tokenizer.json or vocab.txt")
+        path = found[0]
+        try:
+            if path.name == "tokenizer.json":
+                backend = HFTokenizer.from_file(str(path))
+            else:
+                backend = BertWordPieceTokenizer(
+                    str(path), lowercase=cfg.get("do_lower_case", True))._tokenizer
+        except Exception as exc:  # noqa: BLE001 - the Rust library raises plain Exceptions
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise AssetError(f"{path}: not a readable tokenizer file ({reason})") from None
         pad_token = cfg.get("pad_token")
         if isinstance(pad_token, dict):
             pad_token = pad_token.get("content")
         pad_id = None
         for candidate in (pad_token, "[PAD]", "<pad>"):
-            if candidate and (pad_id := backend.token_to_id(candidate)) is not None:
+            if isinstance(candidate, str) and \
+                    (pad_id := backend.token_to_id(candidate)) is not None:
                 break
         if pad_id is None:
             raise AssetError(f"{folder}: the tokenizer has no padding token ([PAD] or <pad>)")

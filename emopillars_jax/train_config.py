@@ -69,6 +69,25 @@ class MeshConfig(Section):
         "batch": ["data", "fsdp"], "vocab": "tensor", "embed": "fsdp",
         "heads": "tensor", "mlp": "tensor", "labels": None, "length": None}
 
+    @model_validator(mode="after")
+    def _rules_match_the_mesh(self):
+        # the default rules also name fsdp / tensor when a shape override leaves them out;
+        # such axes are skipped at sharding time, but a misspelt one would be skipped too
+        def axes(target):
+            return [target] if isinstance(target, str) else list(target or [])
+        known = set(self.shape) | {"data", "fsdp", "tensor"}
+        for logical, target in self.rules.items():
+            for axis in axes(target):
+                if axis not in known:
+                    raise ValueError(f"rules.{logical}: {axis!r} is not a mesh axis "
+                                     f"(mesh.shape has {', '.join(self.shape)})")
+        used = {axis for target in self.rules.values() for axis in axes(target)}
+        for axis, size in self.shape.items():
+            if size != 1 and axis not in used:
+                raise ValueError(f"shape: axis {axis!r} is used by no entry of mesh.rules, "
+                                 "so every device along it would repeat the same work")
+        return self
+
 
 class DistributedConfig(Section):
     # auto: initialise jax.distributed when coordinator env vars or a multi-task SLURM job say
@@ -96,7 +115,7 @@ class EvalConfig(Section):
     batch_size: int | None = Field(None, ge=1)     # None: the training batch size
     # the checkpoint `emopillars evaluate` and the benchmark runner predict with:
     # best (by dev macro-F1) | latest | a step number
-    checkpoint: str = "best"
+    checkpoint: str | int = "best"
     # single-label benchmarks: "em" re-estimates the dev set's class priors from its
     # unlabelled predictions before the argmax (when dev's class mix differs from train's)
     prior_shift: Literal["none", "em"] = "none"

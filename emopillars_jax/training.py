@@ -27,7 +27,7 @@ from flax import nnx
 from . import data as data_lib
 from . import evaluation
 from . import sharding as shd
-from .checkpointing import METRIC, Checkpointer, restore_params
+from .checkpointing import METRIC, Checkpointer, latest_metadata, restore_params
 from .config import dump_config
 from .errors import EmoPillarsError
 from .host_memory import reuse_host_memory
@@ -73,6 +73,49 @@ def load_bundle(cfg: TrainConfig) -> ModelBundle:
     meta = {"model_path": str(folder), "encoder_config": ecfg.to_hf(),
             "num_labels": ecfg.num_labels, "base_model": cfg.model.path}
     return ModelBundle(model, tokenizer_encode_fn(tok, cfg.data.max_length), tok.pad_id, meta)
+
+
+# What a resumed run must share with the checkpoints in its out_dir, besides the architecture:
+# otherwise the old run would be continued (or reported finished) on other data or inputs.
+RESUME_KEYS = ("model.path", "data.train", "data.mode", "data.targets")
+PATH_KEYS = ("model.path", "data.train")
+
+
+def check_checkpoint_fits(cfg: TrainConfig, bundle: ModelBundle, meta: dict, where,
+                          *, resume: bool) -> None:
+    """Stop with one line when `meta` (a checkpoint's metadata item) is of another model or
+    run, instead of failing inside Orbax or setting good checkpoints aside as corrupt."""
+    changed = []
+    if meta.get("num_labels") not in (None, cfg.model.num_labels):
+        changed.append(f"model.num_labels {meta['num_labels']} -> {cfg.model.num_labels}")
+    old_arch = meta.get("encoder_config") or {}
+    new_arch = bundle.meta.get("encoder_config") or {}   # test doubles have none
+    if old_arch and new_arch:
+        changed += [f"{k} {old_arch[k]} -> {new_arch.get(k)}" for k in sorted(old_arch)
+                    if "dropout" not in k and old_arch[k] != new_arch.get(k)]
+    old_cfg = meta.get("config")
+    if resume and old_cfg:
+        new_cfg = cfg.model_dump(mode="json")
+        for key in RESUME_KEYS:
+            old, new = (_dotted(c, key) for c in (old_cfg, new_cfg))
+            if key in PATH_KEYS and old and new:
+                same = Path(old).resolve() == Path(new).resolve()
+            else:
+                same = old == new
+            if not same:
+                changed.append(f"{key} {old} -> {new}")
+    if changed:
+        what = "another run" if resume else "another model"
+        hint = "use another out_dir, or restore the settings to resume" if resume else \
+            "evaluate with the settings the run was trained with (its config.yaml)"
+        raise EmoPillarsError(f"{where}: holds checkpoints of {what} ({'; '.join(changed)}); "
+                              f"{hint}")
+
+
+def _dotted(tree: dict, key: str):
+    for part in key.split("."):
+        tree = (tree or {}).get(part)
+    return tree
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -253,7 +296,7 @@ def optional_split(cfg: TrainConfig, path: str | None, name: str) -> data_lib.Ex
     if not path:
         return None
     p = Path(path)
-    if p.is_file() and not p.read_text(encoding="utf-8").strip():
+    if p.is_file() and not p.read_bytes().strip():
         log.warning("data.%s: %s has no records; skipping it", name, p)
         return None
     return read_split(cfg, path)
@@ -365,6 +408,8 @@ def train(cfg: TrainConfig, bundle: ModelBundle | None = None,
     shd.check_batch(eval_batch, mesh, rules)
     bundle = bundle or load_bundle(cfg)
     boundaries = bucket_boundaries(cfg)
+    if cfg.checkpoint.resume and (meta := latest_metadata(out / "checkpoints")):
+        check_checkpoint_fits(cfg, bundle, meta, out / "checkpoints", resume=True)
 
     # data: this process tokenizes only the logical shards it owns
     train_ex = read_split(cfg, cfg.data.train)
@@ -545,8 +590,9 @@ def evaluate(cfg: TrainConfig, bundle: ModelBundle | None = None) -> dict:
     mesh = shd.make_mesh(cfg.mesh.shape)
     bundle = bundle or load_bundle(cfg)
     steps = Steps(bundle.model, mesh, cfg.mesh.rules, optax.identity(), seed=cfg.seed)
-    params, meta, step = restore_params(Path(cfg.out_dir) / "checkpoints", cfg.eval.checkpoint,
-                                        steps.param_shardings)
+    ckpt_dir = Path(cfg.out_dir) / "checkpoints"
+    params, meta, step = restore_params(ckpt_dir, cfg.eval.checkpoint, steps.param_shardings)
+    check_checkpoint_fits(cfg, bundle, meta or {}, ckpt_dir / str(step), resume=False)
     batch = cfg.eval.batch_size or cfg.batch_size
     shd.check_batch(batch, mesh, cfg.mesh.rules)
     boundaries = bucket_boundaries(cfg)
@@ -564,7 +610,11 @@ def evaluate(cfg: TrainConfig, bundle: ModelBundle | None = None) -> dict:
         probs = steps.predict(test, batch, boundaries, bundle.pad_id, params)
         results["test"] = evaluation.evaluate_split(test.targets, probs, thresholds)
     if not results:
-        raise EmoPillarsError("evaluate: set data.dev and/or data.test")
+        given = [f"data.{name}" for name, path in (("dev", cfg.data.dev), ("test", cfg.data.test))
+                 if path]
+        raise EmoPillarsError(f"evaluate: {' and '.join(given)} "
+                              f"{'has' if len(given) == 1 else 'have'} no records" if given
+                              else "evaluate: set data.dev and/or data.test")
     out = Path(cfg.out_dir) / f"eval_step{step}"
     if jax.process_index() == 0:
         evaluation.write_report(out, results, title=f"Evaluation of {cfg.out_dir} (step {step})")

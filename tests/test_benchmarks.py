@@ -466,7 +466,7 @@ def test_download_rejects_a_corrupted_file_and_keeps_nothing(tmp_path, file_serv
     spec = RemoteFile("train.tsv", None, hashlib.sha256(b"original").hexdigest())
     with pytest.raises(EmoPillarsError, match="train.tsv: the downloaded file has sha256"):
         download_goemotions(tmp_path / "out", base_url=url, files=(spec,), log=lambda m: None)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()   # nor the folder the failed call would have made
     (root / "emotions.txt").write_text("joy\nanger\n")
     with pytest.raises(EmoPillarsError, match="expected the 28 GoEmotions classes"):
         download_goemotions(tmp_path / "out", base_url=url, log=lambda m: None,
@@ -480,10 +480,17 @@ def closed_port() -> int:
 
 
 def test_download_without_network_is_one_line(tmp_path, capsys):
-    rc = cli.main(["data", "download", "goemotions", "--out", str(tmp_path / "g"),
+    rc = cli.main(["data", "download", "goemotions", "--out", str(tmp_path / "g" / "data"),
                    "--base-url", f"http://127.0.0.1:{closed_port()}/"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "cannot download" in err and "train.tsv" in err
+    assert list(tmp_path.iterdir()) == []   # no empty folders left behind
+    rc = cli.main(["data", "download", "goemotions", "--out", str(tmp_path / "g"),
+                   "--base-url", "notaurl"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "--base-url 'notaurl': expected an http://, https:// or file:// URL" in err
+    assert list(tmp_path.iterdir()) == []
     assert cli.main(["data", "download", "isear"]) == 1
     assert "only goemotions" in capsys.readouterr().err
 
@@ -660,6 +667,14 @@ def test_cli_prepare_writes_jsonl(tmp_path, capsys):
     dev = [R.read_jsonl(tmp_path / "out" / f"fold{k}" / "dev.jsonl") for k in range(3)]
     assert sorted(r["id"] for d in dev for r in d) == [f"k{i}" for i in range(1, 7)]
     assert "fold2: train" in capsys.readouterr().out
+    # a bad split file: one error line and no output at all (not even labels.json)
+    src = goemotions_dir(tmp_path)
+    write(src / "dev.tsv", "fine\t1\tid0\ntext\tjoy\tid9\n")
+    assert cli.main(["data", "prepare", "goemotions", "--source", str(src),
+                     "--out", str(tmp_path / "g")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dev.tsv:2:" in err
+    assert not (tmp_path / "g").exists()
 
 
 # --- the real files, when this machine has them -------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 from data_gen.config import GenerateConfig
 from emopillars_jax.config import dump_config, load_config, parse_override
 from emopillars_jax.demo import DemoConfig
-from emopillars_jax.errors import ConfigError
+from emopillars_jax.errors import ConfigError, EmoPillarsError
 from emopillars_jax.train_config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -34,6 +34,8 @@ def test_overrides_are_typed_and_nested(tmp_path):
     assert cfg.mesh.shape == {"data": 2, "tensor": 4}
     # untouched keys keep the file's values
     assert cfg.epochs == 3
+    # a checkpoint step is a number on the command line
+    assert load_config(TrainConfig, None, ["eval.checkpoint=2"]).eval.checkpoint == 2
 
 
 def test_base_inheritance_merges_deeply():
@@ -63,6 +65,11 @@ def test_impossible_value_is_rejected(tmp_path):
         load_config(GenerateConfig, None, ["splits_contextless=[0.5, 0.1, 0.1]"])
     with pytest.raises(ConfigError, match=r"llm\.engine: expected .*batched.*single"):
         load_config(GenerateConfig, None, ["llm.engine=turbo"])
+    # a mesh rule naming no mesh axis, or a mesh axis no rule uses, would shard nothing
+    with pytest.raises(ConfigError, match=r"mesh\.rules\.batch: 'nope' is not a mesh axis"):
+        load_config(TrainConfig, None, ["mesh.rules={batch: nope}"])
+    with pytest.raises(ConfigError, match=r"mesh\.shape: axis 'foo' is used by no entry"):
+        load_config(TrainConfig, None, ["mesh.shape={data: -1, foo: 2}"])
 
 
 def test_bad_files_and_overrides(tmp_path):
@@ -82,6 +89,10 @@ def test_bad_files_and_overrides(tmp_path):
     loop.write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(TrainConfig, loop)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"epochs: 1\n\xff\xfe\x00")
+    with pytest.raises(EmoPillarsError, match=r"binary\.yaml: not UTF-8 text"):
+        load_config(TrainConfig, binary)
 
 
 def test_dump_roundtrip(tmp_path):

@@ -69,6 +69,14 @@ def test_bad_records_are_one_line_errors(tmp_path, line, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["bin.jsonl", "bin.csv"])
+def test_a_binary_file_is_a_one_line_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"text,labels\n\x89PNG\r\n\x1a\n\x00\xff,1\n")
+    with pytest.raises(EmoPillarsError, match=rf"{name}: not UTF-8 text"):
+        D.read_examples(path, format="csv" if name.endswith("csv") else "jsonl", **ARGS)
+
+
 def test_soft_scores_are_validated(tmp_path):
     path = write(tmp_path / "s.jsonl", [{"utterance": "x", "labels": [1],
                                          "all_emotions_mapped": [["joy", "high"]]}])

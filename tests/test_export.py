@@ -38,6 +38,8 @@ def test_export_roundtrip_through_torch(family, tmp_path):
     out = export_model(model, tmp_path / "out", tokenizer_folder=src, threshold=0.36,
                        metrics={"dev macro-F1": 0.41}, training_data="Emo Pillars (test)")
     config = json.loads((out / "config.json").read_text())
+    # the weights are as readable as the other files (safetensors alone writes 0600)
+    assert (out / "model.safetensors").stat().st_mode == (out / "config.json").stat().st_mode
     assert config["architectures"] == [f"{family.capitalize()}ForSequenceClassification"]
     assert config["problem_type"] == "multi_label_classification"
     assert [config["id2label"][str(i)] for i in range(28)] == list(LABELS)
@@ -92,11 +94,12 @@ def test_export_cli_from_checkpoint_with_verify(tmp_path, capsys):
     src = make_tiny(tmp_path / "src", "roberta", num_labels=28)
     model, _ = load_encoder(str(src), token_types=2)
     model = perturb(model, seed=4)
-    ckpt = save_params_checkpoint(model, tmp_path / "run" / "checkpoints", {
+    save_params_checkpoint(model, tmp_path / "run" / "checkpoints", {
         "model_path": str(src), "threshold": 0.3, "input_mode": "contextual",
         "metrics": {"dev_macro_f1": 0.5}}, step=7)
     out = tmp_path / "exported"
-    assert cli.main(["export", str(ckpt), str(out), "--verify"]) == 0
+    # the run folder stands for its checkpoints/
+    assert cli.main(["export", str(tmp_path / "run"), str(out), "--verify"]) == 0
     assert "verified" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["threshold"] == 0.3 and config["input_mode"] == "contextual"

@@ -27,6 +27,9 @@ def test_wikiplots_format(tmp_path):
     (tmp_path / "titles").write_text("Red\n")
     with pytest.raises(EmoPillarsError, match="2 plots but 1 titles"):
         load_corpus(str(tmp_path / "plots"))
+    (tmp_path / "titles").write_bytes(b"Red\n\xff\xd8\xff\xe0\n")
+    with pytest.raises(EmoPillarsError, match=r"titles: not UTF-8 text"):
+        load_corpus(str(tmp_path / "plots"))
     (tmp_path / "titles").unlink()
     with pytest.raises(EmoPillarsError, match="titles file"):
         load_corpus(str(tmp_path / "plots"))
@@ -45,6 +48,9 @@ def test_jsonl_and_folder_formats(tmp_path):
         load_corpus(str(f))
     f.write_text('{"plot_id": 1, "plot": "x"\n')
     with pytest.raises(EmoPillarsError, match=r"c\.jsonl:1: invalid JSON"):
+        load_corpus(str(f))
+    f.write_bytes(b'{"plot_id": 1, "plot": "x"}\n\x00\xff\xfe\n')
+    with pytest.raises(EmoPillarsError, match=r"c\.jsonl: not UTF-8 text"):
         load_corpus(str(f))
     f.write_text("\n")
     with pytest.raises(EmoPillarsError, match="corpus is empty"):

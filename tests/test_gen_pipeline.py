@@ -126,6 +126,12 @@ def test_splits_are_by_plot_and_follow_ratios():
     assert sorted(tiny.values()) == ["test", "train", "validation"]
 
 
+def test_a_one_plot_run_warns_that_splits_stay_empty(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        pipeline.generate(config(tmp_path / "run", "corpus.max_plots=1"), engine=engine())
+    assert "contextless dataset: no examples in validation, test" in caplog.text
+
+
 def test_shards_then_merge_equal_the_unsharded_run(tmp_path):
     whole = config(tmp_path / "whole")
     pipeline.generate(whole, engine=engine())

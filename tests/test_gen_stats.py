@@ -33,3 +33,27 @@ def test_report_with_real_minilm_embeddings(tmp_path):
     md = (out / "report.md").read_text()
     assert "within character" in md and "![stages_and_diversity]" in md
     assert (out / "stages_and_diversity.png").exists()
+
+
+def test_bad_runs_are_one_line_errors_and_leave_no_report_folder(tmp_path):
+    import pytest
+    from emopillars_jax.errors import EmoPillarsError
+    (tmp_path / "notrun").mkdir()
+    with pytest.raises(EmoPillarsError, match="not a generation run"):
+        stats.write_report(tmp_path / "notrun", embeddings=False)
+    assert not (tmp_path / "notrun" / "stats").exists()
+    run = tmp_path / "run"
+    cfg = load_config(GenerateConfig, None, [f"out_dir={run}", "corpus.max_plots=1",
+                                             "progress=false"])
+    pipeline.generate(cfg, engine=ScriptedEngine(functools.partial(scripted_answer)))
+    train = run / "dataset" / "contextless" / "train.jsonl"
+    records = [json.loads(line) for line in train.read_text().splitlines()]
+    for change, message in ((lambda r: r.pop("labels"), "record 2: no 'labels' field"),
+                            (lambda r: r["labels"].append(99),
+                             "record 2: 'labels' must be a list of label ids 0-27, got 99")):
+        bad = [dict(r, labels=list(r["labels"])) for r in records]
+        change(bad[1])
+        train.write_text("".join(json.dumps(r) + "\n" for r in bad))
+        with pytest.raises(EmoPillarsError, match=f"{train}: {message}"):
+            stats.write_report(run, embeddings=False)
+        assert not (run / "stats").exists()

@@ -66,3 +66,17 @@ def test_emopillars_train_applies_the_config_setting(tmp_path, setting):
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert ("programs run on the calling thread" in out.stderr) == (setting == "true")
+
+
+def test_a_jax_without_the_private_probe_changes_nothing(monkeypatch, caplog):
+    """If JAX moves xla_bridge.backends_are_initialized, the setting is skipped, not fatal."""
+    import jax
+    from jax._src import xla_bridge
+    from emopillars_jax.host_memory import reuse_host_memory
+
+    monkeypatch.delattr(xla_bridge, "backends_are_initialized")
+    before = jax.config.values["jax_cpu_enable_async_dispatch"]
+    assert reuse_host_memory(True) is False
+    assert jax.config.values["jax_cpu_enable_async_dispatch"] == before
+    if platform.libc_ver()[0] == "glibc":
+        assert "mapped afresh" in caplog.text

@@ -95,9 +95,10 @@ def closed_port_url() -> str:
 
 def model_folder(tmp_path: Path) -> Path:
     d = tmp_path / "exported"
-    d.mkdir()
+    d.mkdir(parents=True)
     (d / "config.json").write_text('{"model_type": "bert"}')
     (d / "model.safetensors").write_bytes(os.urandom(5000))
+    (d / "tokenizer.json").write_text('{"version": "1.0"}')
     (d / "README.md").write_text("---\nlicense: apache-2.0\n---\n# model\n")
     (d / ".git").mkdir()
     (d / ".git" / "HEAD").write_text("ref")   # ignored like upload_folder ignores it
@@ -203,7 +204,7 @@ def test_dry_run_lists_files_and_sizes_without_network(tmp_path, capsys, monkeyp
     assert cli.main(["publish", str(folder), "--repo-id", "me/minilm-emo", "--dry-run",
                      "--private"]) == 0
     out = capsys.readouterr().out
-    assert "would upload 3 file(s)" in out and "private model repo me/minilm-emo" in out
+    assert "would upload 4 file(s)" in out and "private model repo me/minilm-emo" in out
     assert "5,000  model.safetensors" in out and ".git" not in out
     data = dataset_folder(tmp_path)
     plan = hub.publish(data, "me/emo-data", repo_type="dataset", dry_run=True,
@@ -217,7 +218,8 @@ def test_publish_model_uploads_every_file(tmp_path, fake_hub):
                       endpoint=fake_hub.url, log=lambda m: None)
     assert fake_hub.created == [{"name": "minilm-emo", "organization": "me", "type": "model",
                                  "visibility": "private"}]
-    assert set(fake_hub.files) == {"config.json", "model.safetensors", "README.md"}
+    assert set(fake_hub.files) == {"config.json", "model.safetensors", "tokenizer.json",
+                                   "README.md"}
     for name, content in fake_hub.files.items():
         assert content == (folder / name).read_bytes()
     assert fake_hub.headers[0]["authorization"] == "Bearer hf_test"
@@ -269,7 +271,25 @@ def test_publish_reports_the_hubs_refusal(tmp_path):
 
 def test_publish_checks_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(EmoPillarsError, match="no config.json.*no \\*.safetensors"):
+    with pytest.raises(EmoPillarsError, match="no config.json.*no \\*.safetensors.*"
+                                              "no tokenizer files"):
         hub.publish(tmp_path / "empty", "me/m", dry_run=True)
     with pytest.raises(EmoPillarsError, match="expected user/name"):
         hub.publish(model_folder(tmp_path), "just-a-name", dry_run=True)
+    with pytest.raises(EmoPillarsError, match="--repo-id 'me/na me': Repo id must use"):
+        hub.publish(model_folder(tmp_path / "a"), "me/na me", dry_run=True)
+    no_tokenizer = model_folder(tmp_path / "b")
+    (no_tokenizer / "tokenizer.json").unlink()
+    with pytest.raises(EmoPillarsError, match=r"exported: no tokenizer files \(expected one "
+                                              "of tokenizer.json, vocab.txt"):
+        hub.publish(no_tokenizer, "me/m", dry_run=True)
+    # a generation run folder: only its dataset/, never the intermediate stages
+    data = dataset_folder(tmp_path / "c")
+    (data.parent / "stages").mkdir()
+    (data.parent / "stages" / "labels.jsonl").write_text('{"utterance_id": "u1"}\n')
+    with pytest.raises(EmoPillarsError, match=f"a generation run folder, not its dataset; "
+                                              f"publish {data} instead"):
+        hub.publish(data.parent, "me/d", repo_type="dataset", dry_run=True)
+    (data / "contextless" / "train.jsonl").write_bytes(b'{"utterance": "\xd0\xff"}\n')
+    with pytest.raises(EmoPillarsError, match=r"contextless/train.jsonl: not UTF-8 text"):
+        hub.publish(data, "me/d", repo_type="dataset", dry_run=True)

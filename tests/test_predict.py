@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -80,15 +81,25 @@ def test_predict_cli_text_and_files(exported, tmp_path, capsys):
 def test_predict_input_errors(exported, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"utterance": ""}\n')
-    with pytest.raises(EmoPillarsError, match="record 2: expected a non-empty 'text'"):
+    with pytest.raises(EmoPillarsError, match=r"bad.jsonl:2: expected a non-empty 'text'"):
         read_inputs(bad)
+    bad.write_text('{"text": "fine"}\n\n{"text": "hi", "context": 5}\n')
+    with pytest.raises(EmoPillarsError, match=r"bad.jsonl:3: 'context' must be a string, got int"):
+        read_inputs(bad)
+    bad.write_bytes(b'{"text": "\xd0\xff"}\n')
+    with pytest.raises(EmoPillarsError, match=r"bad.jsonl: not UTF-8 text"):
+        read_inputs(bad)
+    table = tmp_path / "bad.csv"
+    table.write_text("text,context\nfine,\n,no text\n")
+    with pytest.raises(EmoPillarsError, match=r"bad.csv:3: expected a non-empty 'text'"):
+        read_inputs(table)
     assert cli.main(["predict", str(exported)]) == 1
     assert "give --text" in capsys.readouterr().err
     assert cli.main(["predict", str(tmp_path / "missing"), "--text", "hi"]) == 1
     assert "not found" in capsys.readouterr().err
 
 
-def test_contextual_prediction_from_checkpoint(tmp_path):
+def test_contextual_prediction_from_checkpoint(tmp_path, caplog):
     src = make_tiny(tmp_path / "src", "roberta", num_labels=28)
     model, _ = load_encoder(str(src), token_types=2)
     ckpt = save_params_checkpoint(model, tmp_path / "run" / "checkpoints", {
@@ -99,6 +110,12 @@ def test_contextual_prediction_from_checkpoint(tmp_path):
     results = from_ckpt.predict(texts, contexts)
     with_ctx, without = (np.array(list(r["scores"].values())) for r in results)
     assert not np.allclose(with_ctx, without)   # the context reaches the model
+    # the run folder works as well as its checkpoints/; no context at all gets a warning
+    from_run = Predictor.from_path(tmp_path / "run")
+    with caplog.at_level("WARNING"):
+        alone = from_run.predict(texts[1:])
+    np.testing.assert_allclose(list(alone[0]["scores"].values()), without, atol=1e-6)
+    assert "trained with a context" in caplog.text
     out = export_model(model, tmp_path / "out", tokenizer_folder=src, input_mode="contextual")
     again = Predictor.from_path(out).predict(texts, contexts)
     for a, b in zip(results, again):
@@ -121,9 +138,62 @@ def test_predict_file_resumes_after_interruption(exported, tmp_path, capsys):
     assert all(len(r["scores"]) == 28 for r in rows[2:])
     # an output file of other inputs is refused, not appended to
     other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({"text": "something else"}) + "\n")
+    other.write_text(json.dumps({"text": "something else", "scores": {}, "labels": []}) + "\n")
     assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(other)]) == 1
     assert "is not a prediction for input 1" in capsys.readouterr().err
+
+
+def test_predict_out_must_be_a_prediction_file_other_than_the_input(exported, tmp_path,
+                                                                     capsys):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    before = jsonl.read_bytes()
+    assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(jsonl)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the same file as --file" in err
+    assert jsonl.read_bytes() == before
+    # lines that are not this command's records (and a last line without a newline, which
+    # is no torn record of ours either): refused, the file left as it was
+    for content in ("not json\n", json.dumps({"text": TEXTS[0]}) + "\n",
+                    '{"text": "x", "scores": {}, "labels": []}\nsome notes'):
+        out = tmp_path / "notes.txt"
+        out.write_text(content)
+        assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out",
+                         str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a prediction record" in err, err
+        assert f"{out}:" in err and out.read_text() == content
+    out.write_bytes(b"\xff\xfe\x00\n")
+    assert cli.main(["predict", str(exported), "--file", str(jsonl), "--out", str(out)]) == 1
+    assert "notes.txt: not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    model, _ = load_encoder(str(make_tiny(tmp / "src", "bert", num_labels=28)))
+    return export_model(model, tmp / "model", tokenizer_folder=tmp / "src")
+
+
+def test_predict_names_the_damaged_file_of_an_exported_folder(tiny_exported, tmp_path, capsys):
+    assert Predictor.from_path(tiny_exported).predict(["hi"])   # the intact folder works
+    for name, damage in (("tokenizer.json", b"garbage"), ("model.safetensors", None),
+                         ("tokenizer_config.json", b"{")):
+        folder = tmp_path / name
+        shutil.copytree(tiny_exported, folder)
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(damage if damage is not None else data[:len(data) // 2])
+        assert cli.main(["predict", str(folder), "--text", "hi"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{folder / name}: " in err, err
+    # neither an exported folder nor a checkpoints folder: said so, not "no checkpoints"
+    no_config = tmp_path / "no_config"
+    shutil.copytree(tiny_exported, no_config)
+    (no_config / "config.json").unlink()
+    for path in (no_config, no_config / "model.safetensors"):
+        with pytest.raises(EmoPillarsError, match="neither an exported model folder "
+                                                  r"\(with config.json\) nor a training run"):
+            Predictor.from_path(path)
 
 
 def test_cli_keeps_compilations_on_disk_unless_turned_off(exported, tmp_path):

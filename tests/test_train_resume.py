@@ -10,12 +10,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_tiny as tt  # noqa: E402
 
 from emopillars_jax.checkpointing import restore_params  # noqa: E402
-from emopillars_jax.training import train  # noqa: E402
+from emopillars_jax.errors import EmoPillarsError  # noqa: E402
+from emopillars_jax.training import evaluate, train  # noqa: E402
 
 
 def final_params(out_dir):
@@ -35,6 +37,16 @@ def test_sigterm_then_resume_equals_uninterrupted_and_corrupt_latest_is_skipped(
     ref = train(tt.tiny_config(tmp_path / "ref", files, **overrides), tt.bundle())
     assert ref["status"] == "finished" and ref["step"] == 24
     ref_params, ref_meta, _ = final_params(tmp_path / "ref")
+
+    # the same out_dir with another training set or head: refused, the checkpoints kept
+    kept = sorted(p.name for p in (tmp_path / "ref" / "checkpoints").iterdir())
+    for key, value in (("data.train", files["validation"]), ("model.num_labels", 7)):
+        cfg = tt.tiny_config(tmp_path / "ref", files, **overrides, **{key: value})
+        with pytest.raises(EmoPillarsError, match=rf"checkpoints of another run \({key} "):
+            train(cfg, tt.bundle())
+    with pytest.raises(EmoPillarsError, match=r"checkpoints of another model \(model.num_labels"):
+        evaluate(cfg, tt.bundle())
+    assert sorted(p.name for p in (tmp_path / "ref" / "checkpoints").iterdir()) == kept
 
     def preempt_at_11(step):   # mid gradient accumulation
         if step == 11:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,21 +107,35 @@ def download_goemotions(out: str | Path, base_url: str | None = None,
                         timeout: float = 60.0, log=print) -> list[Path]:
     """Fetch (or re-verify) the GoEmotions files into `out`; returns their paths."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base = (base_url or os.environ.get("EMOPILLARS_GOEMOTIONS_URL") or GOEMOTIONS_BASE_URL)
+    base = base_url or os.environ.get("EMOPILLARS_GOEMOTIONS_URL") or GOEMOTIONS_BASE_URL
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https", "file"):
+        where = "--base-url" if base_url else "EMOPILLARS_GOEMOTIONS_URL"
+        raise EmoPillarsError(f"{where} {base!r}: expected an http://, https:// or file:// URL")
     base = base if base.endswith("/") else base + "/"
+    if out.exists() and not out.is_dir():
+        raise EmoPillarsError(f"--out {out}: not a folder")
+    created = [p for p in (out, *out.parents) if not p.exists()]   # innermost first
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for spec in files:
-        target = out / spec.name
-        if target.exists():
-            problem = verify(target, spec)
-            if problem is None:
-                log(f"ok       {target} (already present, verified)")
-                paths.append(target)
-                continue
-            log(f"refetch  {target}: {problem}")
-        _fetch(base + spec.name, target, spec, timeout)
-        how = "sha256" if spec.sha256 else "content"
-        log(f"fetched  {target} ({target.stat().st_size:,} bytes, {how} verified)")
-        paths.append(target)
+    try:
+        for spec in files:
+            target = out / spec.name
+            if target.exists():
+                problem = verify(target, spec)
+                if problem is None:
+                    log(f"ok       {target} (already present, verified)")
+                    paths.append(target)
+                    continue
+                log(f"refetch  {target}: {problem}")
+            _fetch(base + spec.name, target, spec, timeout)
+            how = "sha256" if spec.sha256 else "content"
+            log(f"fetched  {target} ({target.stat().st_size:,} bytes, {how} verified)")
+            paths.append(target)
+    except BaseException:
+        # a failed first download leaves no empty folders behind (only those made here)
+        for folder in created:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
     return paths

@@ -152,39 +152,44 @@ def prepare(name: str, source: str | Path, out: str | Path, label_space: str = "
                 if name == "goemotions" else "")
         raise EmoPillarsError(f"{source}: {name} data folder not found{hint}")
     classes = A.class_names(name, label_space)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "labels.json").write_text(json.dumps(
-        {"benchmark": name, "label_space": label_space, "classes": classes}, indent=1))
-    runs = []
+    # everything is read (and checked) before anything is written: a failure leaves no output
+    files: dict[Path, list[dict]] = {}
+    runs, messages = [], []
     if "all" in bench.files:
         records = read_split(name, source, "all", label_space)
         k = folds if folds is not None else bench.folds
         if k:
             for f, (tr, te) in enumerate(A.cv_folds(records, k, seed)):
                 d = out / f"fold{f}"
-                write_jsonl(d / "train.jsonl", [records[i] for i in tr])
-                write_jsonl(d / "dev.jsonl", [records[i] for i in te])
+                files[d / "train.jsonl"] = [records[i] for i in tr]
+                files[d / "dev.jsonl"] = [records[i] for i in te]
                 runs.append(PreparedRun(f"fold{f}", d / "train.jsonl", d / "dev.jsonl"))
-            log(f"{name}: {len(records)} records -> {k} folds in {out}")
-            return runs
-        if bench.dev_filter is None:
-            raise EmoPillarsError(f"{name}: give folds >= 2 (one file, no fixed dev split)")
-        dev = [r for r in records if bench.dev_filter(r)]
-        train = [r for r in records if not bench.dev_filter(r)]
-        if not dev or not train:
-            raise EmoPillarsError(f"{source}: {name} needs both training and held-out "
-                                  f"records, got {len(train)} and {len(dev)}")
-        write_jsonl(out / "train.jsonl", train)
-        write_jsonl(out / "dev.jsonl", dev)
+            messages.append(f"{name}: {len(records)} records -> {k} folds in {out}")
+        else:
+            if bench.dev_filter is None:
+                raise EmoPillarsError(f"{name}: give folds >= 2 (one file, no fixed dev split)")
+            dev = [r for r in records if bench.dev_filter(r)]
+            train = [r for r in records if not bench.dev_filter(r)]
+            if not dev or not train:
+                raise EmoPillarsError(f"{source}: {name} needs both training and held-out "
+                                      f"records, got {len(train)} and {len(dev)}")
+            files[out / "train.jsonl"], files[out / "dev.jsonl"] = train, dev
     else:
         for split in bench.files:
             if split == "test" and not is_tfds(source) and \
                     not (source / bench.files[split]).is_file():
                 continue   # test splits are often withheld
-            records = read_split(name, source, split, label_space)
-            write_jsonl(out / f"{split}.jsonl", records)
-            log(f"{name}/{split}: {len(records)} records -> {out / f'{split}.jsonl'}")
-    return [PreparedRun("main", out / "train.jsonl", out / "dev.jsonl")]
+            path = out / f"{split}.jsonl"
+            files[path] = read_split(name, source, split, label_space)
+            messages.append(f"{name}/{split}: {len(files[path])} records -> {path}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.json").write_text(json.dumps(
+        {"benchmark": name, "label_space": label_space, "classes": classes}, indent=1))
+    for path, records in files.items():
+        write_jsonl(path, records)
+    for message in messages:
+        log(message)
+    return runs or [PreparedRun("main", out / "train.jsonl", out / "dev.jsonl")]
 
 
 def hold_out_calibration(run: PreparedRun, fraction: float, seed: int) -> PreparedRun:

@@ -54,8 +54,10 @@ def load_encoder(path_or_asset: str, num_labels: int = NUM_LABELS, head: str = "
     for line in report.grown:
         log.info("grew token-type embedding for context-aware input: %s", line)
     if report.initialized:
-        log.info("%s has no classification head for %d labels: initialised a new %s head (%s)",
-                 folder, cfg.num_labels, cfg.family, ", ".join(report.initialized))
+        # evaluate / resume restore the trained head over this one right after
+        log.info("%s has no classification head for %d labels: initialised a new %s head "
+                 "(%s; a checkpoint restored after this replaces it)", folder, cfg.num_labels,
+                 cfg.family, ", ".join(report.initialized))
     if report.unexpected:
         log.info("%s: %d checkpoint tensor(s) not used: %s", folder, len(report.unexpected),
                  ", ".join(report.unexpected[:5]) + (" ..." if len(report.unexpected) > 5 else ""))

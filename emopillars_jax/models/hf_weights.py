@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..errors import AssetError, EmoPillarsError
+from ..errors import AssetError, EmoPillarsError, reading_text
 from .encoder import EncoderClassifier, EncoderConfig, make_head
 
 # kind -> ((HF tensor suffix, NNX variable name, transpose?), ...)
@@ -113,16 +113,32 @@ def normalize_names(family: str, tensors: dict[str, np.ndarray]) -> dict[str, np
 
 # ---------------------------------------------------------------- reading checkpoint files
 
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+    try:
+        return dict(load_file(path))
+    except FileNotFoundError:
+        raise AssetError(f"{path}: not found (listed in model.safetensors.index.json)") from None
+    except (SafetensorError, OSError, ValueError) as exc:   # truncated or not safetensors
+        raise AssetError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def read_hf_tensors(folder: str | Path) -> dict[str, np.ndarray]:
     """All tensors of a HF folder: model.safetensors (single or sharded) or pytorch_model.bin."""
-    from safetensors.numpy import load_file
     folder = Path(folder)
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if single.is_file():
-        return dict(load_file(single))
+        return _load_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for s in shards for k, v in load_file(folder / s).items()}
+        try:
+            with reading_text(index):
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))
+                                    ["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise AssetError(f"{index}: expected JSON with a \"weight_map\" of tensor -> "
+                             "shard file") from None
+        return {k: v for s in shards for k, v in _load_safetensors(folder / s).items()}
     if (folder / "pytorch_model.bin").is_file():
         try:
             import torch
