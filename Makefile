@@ -37,7 +37,9 @@ LLAMA_BUILT  := $(VENV)/.llama-built-with
 .PHONY: demo test install clean FORCE
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11" \
+	  "or pass PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }   # no half venv left behind
 
 $(LLAMA_WANTED): FORCE | $(BIN)/python
 	@[ "$$(cat $@ 2>/dev/null)" = "$(LLAMA_CMAKE_ARGS)" ] || echo "$(LLAMA_CMAKE_ARGS)" > $@

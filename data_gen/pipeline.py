@@ -336,8 +336,9 @@ def assemble(out: Path, dirs: list[Path], cfg: GenerateConfig, provenance: dict)
             counts[name][split] = write_jsonl_atomic(out / "dataset" / name / f"{split}.jsonl", sel)
         empty = [s for s, r in zip(SPLITS, ratios) if r > 0 and not counts[name][s]]
         if empty and rows:
-            log.warning("%s dataset: no examples in %s (splits are by plot, and %d plots "
-                        "are too few to fill them all)", name, ", ".join(empty), len(plot_ids))
+            log.warning("%s dataset: no examples in %s (splits are by plot: with %d plots "
+                        "some get none, or theirs gave no examples)", name, ", ".join(empty),
+                        len(plot_ids))
     shard_manifests = [_load_manifest(d / "manifest.json") or {} for d in dirs]
     stage_totals = {}
     for m in shard_manifests:

@@ -13,14 +13,15 @@ Layout: <out_dir>/checkpoints/<step>/ with four separately restorable items:
 Saves are asynchronous; kept: the latest `keep` steps plus the best step by dev macro-F1
 (steps saved at an evaluation carry the metric). Restoring skips a latest step that is
 unreadable (interrupted copy, corrupted file) for the previous good one, with a warning,
-and moves the bad one aside to <step>.corrupt so the run can save that step again.
+and moves the bad one aside to <step>.corrupt so the run can save that step again. When no
+step restores, nothing is moved: the checkpoints are most likely of other settings.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -106,21 +107,28 @@ class Checkpointer:
         arrays go - that is how a checkpoint written on 8 devices lands on 2.
         """
         candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+        failed = []   # (step, error) of newer steps that did not restore
         for s in candidates:
             try:
                 out = self.manager.restore(s, args=ocp.args.Composite(
                     params=ocp.args.StandardRestore(_abstract(params_target)),
                     opt_state=ocp.args.StandardRestore(_abstract(opt_target)),
                     data=ocp.args.JsonRestore(), metadata=ocp.args.JsonRestore()))
-            except Exception as exc:   # unreadable: fall back to an older step
-                if step is not None:
-                    raise EmoPillarsError(f"{self.directory / str(s)}: cannot restore "
-                                          f"({type(exc).__name__}: {exc})") from None
-                log.warning("checkpoint %s is unreadable (%s: %s); falling back to an older one",
-                            self.directory / str(s), type(exc).__name__, str(exc)[:200])
-                self._set_aside(s)
+            except Exception as exc:   # unreadable, or of other settings: try an older step
+                failed.append((s, f"{type(exc).__name__}: {str(exc)[:200]}"))
                 continue
+            for bad, error in failed:   # an older step reads, so these are damaged
+                log.warning("checkpoint %s is unreadable (%s); restored step %d instead",
+                            self.directory / str(bad), error, s)
+                self._set_aside(bad)
             return s, out["params"], out["opt_state"], out["data"], out["metadata"]
+        if failed:
+            bad, error = failed[0]
+            raise EmoPillarsError(
+                f"{self.directory}: no checkpoint restores into this run ({bad}: {error}); "
+                "most likely they were written with other model or optimizer settings "
+                "(e.g. optim.grad_accum, optim.clip_norm, optim.head_lr_multiplier): use "
+                "another out_dir or the run's own config.yaml")
         return None
 
     def _set_aside(self, step: int) -> None:
@@ -163,9 +171,14 @@ def has_steps(directory: Path) -> bool:
 
 
 def latest_metadata(directory: str | Path) -> dict | None:
-    """The metadata item of the newest step whose metadata reads (None: no such step)."""
+    """The metadata item of the newest step whose metadata reads (None: no such step).
+    In a multi-process run every process must call it (the managers it opens synchronise)."""
     directory = Path(directory).absolute()
-    if not directory.is_dir():
+    exists = directory.is_dir()
+    if jax.process_count() > 1:   # one answer for all: process 0 may create it right after
+        from jax.experimental import multihost_utils
+        exists = bool(multihost_utils.broadcast_one_to_all(np.int32(exists)))
+    if not exists:
         return None
     options = ocp.CheckpointManagerOptions(read_only=True)
     with ocp.CheckpointManager(directory, options=options, item_handlers=_handlers()) as manager:
@@ -179,12 +192,14 @@ def latest_metadata(directory: str | Path) -> dict | None:
     return None
 
 
-def restore_params(directory: str | Path, which: str | int = "best",
-                   shardings=None) -> tuple[Any, dict, int]:
+def restore_params(directory: str | Path, which: str | int = "best", shardings=None,
+                   check: Callable[[dict, Path], None] | None = None) -> tuple[Any, dict, int]:
     """Only the params item (+ metadata) of one step -> (params, meta, step).
 
     For export and evaluation. Without `shardings` the arrays come back on the default
-    device, whatever mesh wrote them. In a multi-process run every process must call it.
+    device, whatever mesh wrote them. `check(metadata, step folder)` runs before the arrays
+    are read (to stop on a checkpoint of another model). In a multi-process run every
+    process must call it.
     """
     directory = Path(directory).absolute()
     if not directory.is_dir():
@@ -195,6 +210,10 @@ def restore_params(directory: str | Path, which: str | int = "best",
                                            best_fn=lambda m: m[METRIC], best_mode="max")
     with ocp.CheckpointManager(directory, options=options, item_handlers=_handlers()) as manager:
         step = _pick_step(manager, which)
+        if check is not None:
+            meta = manager.restore(step, args=ocp.args.Composite(
+                metadata=ocp.args.JsonRestore()))["metadata"]
+            check(dict(meta or {}), directory / str(step))
         meta_tree = int_keys(dict(manager.item_metadata(step)["params"]))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(

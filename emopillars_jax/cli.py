@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:   # e.g. an output path that is a file where a folder must go
         if args.verbose or not exc.filename:
             raise
-        print(f"emopillars {args.command}: error: {exc.filename}: {exc.strerror}",
-              file=sys.stderr)
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"emopillars {args.command}: error: {where}: {exc.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"emopillars {args.command}: interrupted; finished work is saved, "

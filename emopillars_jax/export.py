@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import stat
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,12 +63,6 @@ def hf_config(cfg, labels: Sequence[str], threshold: float,
     if max_length:
         out["input_max_length"] = int(max_length)   # what training used; predict uses it
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _card(config: dict, metrics: dict | None, training_data: str | None,
@@ -154,8 +148,9 @@ def export_model(model, out_dir: str | Path, *, tokenizer_folder: str | Path,
     config = hf_config(cfg, names, threshold, thresholds, input_mode, dtype, max_length)
     weights = out / "model.safetensors"
     save_file(tensors_from_model(model, dtype), str(weights), metadata={"format": "pt"})
-    weights.chmod(0o666 & ~_umask())   # safetensors writes it owner-only, unlike the rest
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    # safetensors writes the weights owner-only: give them the mode of the other files
+    weights.chmod(stat.S_IMODE((out / "config.json").stat().st_mode))
     tok = Tokenizer.from_folder(tokenizer_folder)
     if cfg.type_vocab_size > 1:
         tok.mark_second_segment()

@@ -72,6 +72,7 @@ class Predictor:
         def probs(state, ids, mask, types):
             return jax.nn.sigmoid(nnx.merge(graphdef, state)(ids, mask, types))
         self._probs, self._state = probs, state
+        self._warned: set[str] = set()   # predict() runs once per chunk of a large file
 
     @classmethod
     def from_path(cls, path: str | Path, **kwargs) -> "Predictor":
@@ -141,11 +142,15 @@ class Predictor:
         """-> [{"scores": {label: prob}, "labels": [labels above threshold]}] per text."""
         if isinstance(texts, str):
             texts = [texts]
+        warning = None
         if contexts is not None and self.input_mode != "contextual":
-            log.warning("this model was trained without context; contexts are used anyway")
+            warning = "this model was trained without context; contexts are used anyway"
         elif contexts is None and self.input_mode == "contextual":
-            log.warning("this model was trained with a context before each utterance; "
-                        "without one (--context) its scores are less reliable")
+            warning = ("this model was trained with a context before each utterance; "
+                       "without one (--context) its scores are less reliable")
+        if warning and warning not in self._warned:
+            self._warned.add(warning)
+            log.warning(warning)
         probs = self.probabilities(list(texts), contexts)
         thr = self.threshold if threshold is None else np.float32(threshold)
         results = []
@@ -204,7 +209,8 @@ def _done_records(out: Path, texts: Sequence[str]) -> int:
     with reading_text(out):
         lines = keep.decode("utf-8").splitlines()
     torn = data[len(keep):]
-    if torn and not torn.startswith(b'{"text": '):   # how every record written below starts
+    record_start = b'{"text": '   # how every record written below starts
+    if torn and not (torn.startswith(record_start) or record_start.startswith(torn)):
         lines.append(torn.decode("utf-8", "replace"))
     records = []
     for n, line in enumerate(lines, 1):
@@ -237,12 +243,11 @@ def run_predict(args) -> int:
     """
     if bool(args.text) == bool(args.file):
         raise EmoPillarsError("predict: give --text (repeatable) or --file, not both or neither")
-    if args.file and args.out and Path(args.out).exists() and \
-            Path(args.out).samefile(args.file):
-        raise EmoPillarsError(f"--out {args.out}: the same file as --file; write the "
-                              "predictions to another file")
     if args.file:
         texts, contexts = read_inputs(args.file)
+        if args.out and Path(args.out).exists() and Path(args.out).samefile(args.file):
+            raise EmoPillarsError(f"--out {args.out}: the same file as --file; write the "
+                                  "predictions to another file")
     else:
         texts, contexts = list(args.text), [args.context] * len(args.text)
     if not any(contexts):

@@ -75,10 +75,14 @@ def load_bundle(cfg: TrainConfig) -> ModelBundle:
     return ModelBundle(model, tokenizer_encode_fn(tok, cfg.data.max_length), tok.pad_id, meta)
 
 
-# What a resumed run must share with the checkpoints in its out_dir, besides the architecture:
-# otherwise the old run would be continued (or reported finished) on other data or inputs.
-RESUME_KEYS = ("model.path", "data.train", "data.mode", "data.targets")
-PATH_KEYS = ("model.path", "data.train")
+def run_identity(cfg: TrainConfig, bundle: ModelBundle) -> dict:
+    """What a resumed run must share with the checkpoints in its out_dir, besides the
+    architecture: otherwise the old run would be continued (or reported finished) on other
+    data or inputs. Paths are resolved, so a resume from another folder compares files."""
+    model = bundle.meta.get("model_path")   # the resolved folder (test doubles have none)
+    return {"model.path": str(Path(model).resolve()) if model else cfg.model.path,
+            "data.train": str(Path(cfg.data.train).resolve()),
+            "data.mode": cfg.data.mode, "data.targets": cfg.data.targets}
 
 
 def check_checkpoint_fits(cfg: TrainConfig, bundle: ModelBundle, meta: dict, where,
@@ -93,29 +97,17 @@ def check_checkpoint_fits(cfg: TrainConfig, bundle: ModelBundle, meta: dict, whe
     if old_arch and new_arch:
         changed += [f"{k} {old_arch[k]} -> {new_arch.get(k)}" for k in sorted(old_arch)
                     if "dropout" not in k and old_arch[k] != new_arch.get(k)]
-    old_cfg = meta.get("config")
-    if resume and old_cfg:
-        new_cfg = cfg.model_dump(mode="json")
-        for key in RESUME_KEYS:
-            old, new = (_dotted(c, key) for c in (old_cfg, new_cfg))
-            if key in PATH_KEYS and old and new:
-                same = Path(old).resolve() == Path(new).resolve()
-            else:
-                same = old == new
-            if not same:
-                changed.append(f"{key} {old} -> {new}")
+    old_run = meta.get("run_identity")   # absent in checkpoints of older versions
+    if resume and old_run:
+        new_run = run_identity(cfg, bundle)
+        changed += [f"{k} {old_run[k]} -> {new_run.get(k)}" for k in sorted(old_run)
+                    if old_run[k] != new_run.get(k)]
     if changed:
         what = "another run" if resume else "another model"
         hint = "use another out_dir, or restore the settings to resume" if resume else \
             "evaluate with the settings the run was trained with (its config.yaml)"
         raise EmoPillarsError(f"{where}: holds checkpoints of {what} ({'; '.join(changed)}); "
                               f"{hint}")
-
-
-def _dotted(tree: dict, key: str):
-    for part in key.split("."):
-        tree = (tree or {}).get(part)
-    return tree
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -267,10 +259,15 @@ class Steps:
         return metrics
 
     def predict(self, enc: data_lib.Encoded, batch_size: int, boundaries, pad_id: int,
-                params=None) -> np.ndarray:
-        """Probabilities [N, C] in file order (every process gets all of them)."""
+                params=None, progress: str | None = None) -> np.ndarray:
+        """Probabilities [N, C] in file order (every process gets all of them); `progress`:
+        the label of a progress bar (process 0 only)."""
         params = self.params if params is None else params
         probs = np.zeros(enc.targets.shape, np.float32)
+        bar = None
+        if progress and jax.process_index() == 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(probs), desc=progress, unit="ex", leave=False)
         for local, positions in data_lib.eval_batches(
                 enc, batch_size, boundaries, pad_id, jax.process_index(), jax.process_count()):
             batch = shd.global_batch({k: local[k] for k in ("input_ids", "attention_mask",
@@ -279,6 +276,10 @@ class Steps:
             out = np.asarray(jax.device_get(self._eval(params, batch)))
             keep = positions >= 0
             probs[positions[keep]] = out[keep]
+            if bar is not None:
+                bar.update(int(keep.sum()))
+        if bar is not None:
+            bar.close()
         return probs
 
 
@@ -467,7 +468,8 @@ def train(cfg: TrainConfig, bundle: ModelBundle | None = None,
                 "input_mode": cfg.data.mode, "training_data": cfg.data.train,
                 "threshold": (thresholds or {}).get("global", cfg.eval.threshold),
                 "thresholds": (thresholds or {}).get("per_class"), "metrics": dev_metrics,
-                "best_dev_macro_f1": best, "config": cfg.model_dump(mode="json")}
+                "best_dev_macro_f1": best, "config": cfg.model_dump(mode="json"),
+                "run_identity": run_identity(cfg, bundle)}
 
     last_saved = start if start else None
 
@@ -512,7 +514,8 @@ def train(cfg: TrainConfig, bundle: ModelBundle | None = None,
             due = (cfg.eval.every_steps and done % cfg.eval.every_steps == 0) or \
                 (not cfg.eval.every_steps and end_of_epoch) or done == total_steps
             if dev is not None and due:
-                probs = steps.predict(dev, eval_batch, boundaries, bundle.pad_id)
+                probs = steps.predict(dev, eval_batch, boundaries, bundle.pad_id,
+                                      progress=cfg.progress and "dev")
                 thresholds, m = dev_selection(cfg, dev.targets, probs)
                 best = m["macro_f1"] if best is None else max(best, m["macro_f1"])
                 dev_metrics = {k: m[k] for k in ("macro_f1", "micro_f1", "weighted_f1")}
@@ -564,13 +567,15 @@ def final_report(cfg: TrainConfig, steps: Steps, bundle: ModelBundle, ckpt: Chec
         which = f"best (step {best_step})"
     results, thresholds = {}, None
     if dev is not None:
-        probs = steps.predict(dev, eval_batch, boundaries, bundle.pad_id, params)
+        probs = steps.predict(dev, eval_batch, boundaries, bundle.pad_id, params,
+                              progress=cfg.progress and "dev")
         thresholds, results["dev"] = dev_selection(cfg, dev.targets, probs)
     test_ex = optional_split(cfg, cfg.data.test, "test")
     if test_ex is not None:
         test = data_lib.encode(test_ex, bundle.encode_fn)
         thresholds = thresholds or {"global": cfg.eval.threshold, "per_class": None}
-        probs = steps.predict(test, eval_batch, boundaries, bundle.pad_id, params)
+        probs = steps.predict(test, eval_batch, boundaries, bundle.pad_id, params,
+                              progress=cfg.progress and "test")
         results["test"] = evaluation.evaluate_split(test.targets, probs, thresholds)
     if not results or jax.process_index() != 0:
         return None
@@ -590,9 +595,9 @@ def evaluate(cfg: TrainConfig, bundle: ModelBundle | None = None) -> dict:
     mesh = shd.make_mesh(cfg.mesh.shape)
     bundle = bundle or load_bundle(cfg)
     steps = Steps(bundle.model, mesh, cfg.mesh.rules, optax.identity(), seed=cfg.seed)
-    ckpt_dir = Path(cfg.out_dir) / "checkpoints"
-    params, meta, step = restore_params(ckpt_dir, cfg.eval.checkpoint, steps.param_shardings)
-    check_checkpoint_fits(cfg, bundle, meta or {}, ckpt_dir / str(step), resume=False)
+    params, meta, step = restore_params(
+        Path(cfg.out_dir) / "checkpoints", cfg.eval.checkpoint, steps.param_shardings,
+        check=lambda meta, where: check_checkpoint_fits(cfg, bundle, meta, where, resume=False))
     batch = cfg.eval.batch_size or cfg.batch_size
     shd.check_batch(batch, mesh, cfg.mesh.rules)
     boundaries = bucket_boundaries(cfg)
@@ -600,14 +605,16 @@ def evaluate(cfg: TrainConfig, bundle: ModelBundle | None = None) -> dict:
     dev_ex = optional_split(cfg, cfg.data.dev, "dev")
     if dev_ex is not None:
         dev = data_lib.encode(dev_ex, bundle.encode_fn)
-        probs = steps.predict(dev, batch, boundaries, bundle.pad_id, params)
+        probs = steps.predict(dev, batch, boundaries, bundle.pad_id, params,
+                              progress=cfg.progress and "dev")
         thresholds, results["dev"] = dev_selection(cfg, dev.targets, probs)
     test_ex = optional_split(cfg, cfg.data.test, "test")
     if test_ex is not None:
         test = data_lib.encode(test_ex, bundle.encode_fn)
         thresholds = thresholds or {"global": meta.get("threshold", cfg.eval.threshold),
                                     "per_class": meta.get("thresholds")}
-        probs = steps.predict(test, batch, boundaries, bundle.pad_id, params)
+        probs = steps.predict(test, batch, boundaries, bundle.pad_id, params,
+                              progress=cfg.progress and "test")
         results["test"] = evaluation.evaluate_split(test.targets, probs, thresholds)
     if not results:
         given = [f"data.{name}" for name, path in (("dev", cfg.data.dev), ("test", cfg.data.test))

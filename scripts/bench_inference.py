@@ -25,7 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
-DEFAULT_TSV = Path("/work/shared/data/goemotions/dev.tsv")
+# the GoEmotions dev set where ../shared sits beside the repository; else synthetic sentences
+DEFAULT_TSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "goemotions" / "dev.tsv"
 
 
 def load_texts(path: Path | None, n: int) -> tuple[list[str], list[list[int]] | None, str]:
@@ -63,7 +64,8 @@ def exported_folder(model_path: Path | None, tmp: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--texts", type=Path, default=DEFAULT_TSV, help="TSV, text in column 1")
+    ap.add_argument("--texts", type=Path, help="TSV, text in column 1 (default: GoEmotions "
+                    "dev in ../shared beside the repository, else synthetic sentences)")
     ap.add_argument("--n", type=int, default=512, help="first N texts (0: all)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
@@ -77,7 +79,9 @@ def main() -> None:
     from emopillars_jax.evaluation import metrics
     from emopillars_jax.predict import Predictor
 
-    texts, label_ids, source = load_texts(args.texts, args.n)
+    if args.texts is not None and not args.texts.is_file():
+        ap.error(f"--texts {args.texts}: file not found")
+    texts, label_ids, source = load_texts(args.texts or DEFAULT_TSV, args.n)
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,9 @@
 #         scripts/generate_sharded.sh configs/generate_mistral7b_cuda.yaml 16 \
 #         llm.model=/models/mistral-7b-instruct-v0.2.Q4_K_M.gguf corpus.path=/data/wikiplots/plots)
 #   sbatch --dependency=afterok:$jid --wrap \
-#         "MERGE=1 scripts/generate_sharded.sh configs/generate_mistral7b_cuda.yaml 16"
+#         "MERGE=1 scripts/generate_sharded.sh configs/generate_mistral7b_cuda.yaml 16 \
+#          llm.model=/models/mistral-7b-instruct-v0.2.Q4_K_M.gguf corpus.path=/data/wikiplots/plots"
+# (the merge takes the shards' overrides too: its config.yaml and splits come from them)
 #
 # Kubernetes Indexed Job (completionMode: Indexed, completions: 16, parallelism: 16): the
 # container runs `scripts/generate_sharded.sh CONFIG 16 [overrides]`; the shard index comes

@@ -19,7 +19,7 @@ shift
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 PY=${PYTHON:-.venv/bin/python}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
-# GPU builds of jaxlib: pip install "jax[cuda12]" in the venv first.
+# GPU builds of jaxlib: pip install "jax[cuda12]==0.10.2" (the tested version) in the venv first.
 # --kill-on-bad-exit: if one host dies the others stop instead of hanging in a collective.
 exec srun --kill-on-bad-exit=1 "$PY" -m emopillars_jax.cli train --config "$CONFIG" \
     distributed.mode=cluster "$@"

@@ -10,6 +10,8 @@ ZONE=${2:?zone}
 CONFIG=${3:?config}
 shift 3
 REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
-ARGS=$(printf ' %q' "$@")
+# quoted for the remote shell; no overrides must add nothing (printf alone would add '')
+ARGS=""
+if [ $# -gt 0 ]; then ARGS=$(printf ' %q' "$@"); fi
 gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --worker=all --command \
-  "cd $REPO && .venv/bin/python -m emopillars_jax.cli train --config $CONFIG distributed.mode=cluster$ARGS"
+  "cd $(printf %q "$REPO") && .venv/bin/python -m emopillars_jax.cli train --config $(printf %q "$CONFIG") distributed.mode=cluster$ARGS"

@@ -254,6 +254,15 @@ def test_iemocap_release_layout(tmp_path):
     assert {r["label_names"][0] for r in four_way} == {"neu"}
 
 
+def test_run_benchmark_iemocap_with_its_shipped_config(tmp_path):
+    """configs/finetune_iemocap.yaml (on finetune_meld.yaml): its own head, contextual."""
+    calls = []
+    out = R.run_benchmark("iemocap", source=iemocap_release(tmp_path), out_dir=tmp_path / "run",
+                          train_fn=oracle_train_fn(calls), log=lambda m: None)
+    assert [(c.model.num_labels, c.data.mode) for c in calls] == [(9, "contextual")]
+    assert out["variants"]["baseline"]["value"] == 1.0
+
+
 def test_iemocap_missing_label_names_the_transcript_line(tmp_path):
     root = iemocap_release(tmp_path)
     t = root / "Session1" / "dialog" / "transcriptions" / "Ses01F_impro01.txt"

@@ -31,7 +31,7 @@ def assert_same(a, b):
 
 
 def test_sigterm_then_resume_equals_uninterrupted_and_corrupt_latest_is_skipped(
-        tmp_path, caplog):
+        tmp_path, caplog, monkeypatch):
     files = tt.write_dataset(tmp_path / "data", n_train=48, n_dev=16, n_test=8)
     overrides = {"epochs": 2, "checkpoint.every_steps": 4, "optim.grad_accum": 2}
     ref = train(tt.tiny_config(tmp_path / "ref", files, **overrides), tt.bundle())
@@ -46,7 +46,16 @@ def test_sigterm_then_resume_equals_uninterrupted_and_corrupt_latest_is_skipped(
             train(cfg, tt.bundle())
     with pytest.raises(EmoPillarsError, match=r"checkpoints of another model \(model.num_labels"):
         evaluate(cfg, tt.bundle())
+    # another optimizer structure: no step restores, and none is taken for corrupt
+    cfg = tt.tiny_config(tmp_path / "ref", files, **{**overrides, "optim.grad_accum": 1})
+    with pytest.raises(EmoPillarsError, match="no checkpoint restores into this run"):
+        train(cfg, tt.bundle())
     assert sorted(p.name for p in (tmp_path / "ref" / "checkpoints").iterdir()) == kept
+    with monkeypatch.context() as m:   # the same files, named from another folder: same run
+        m.chdir(tmp_path / "data")
+        relative = {split: os.path.basename(path) for split, path in files.items()}
+        again = train(tt.tiny_config(tmp_path / "ref", relative, **overrides), tt.bundle())
+    assert again["status"] == "finished" and again["step"] == 24
 
     def preempt_at_11(step):   # mid gradient accumulation
         if step == 11:

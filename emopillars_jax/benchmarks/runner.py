@@ -453,7 +453,8 @@ def training_stack_train_fn() -> TrainFn:
         def predict(path):
             examples = data_lib.encode(training.read_split(cfg, str(path)), bundle.encode_fn)
             return steps.predict(examples, cfg.eval.batch_size or cfg.batch_size,
-                                 training.bucket_boundaries(cfg), bundle.pad_id, params)
+                                 training.bucket_boundaries(cfg), bundle.pad_id, params,
+                                 progress=cfg.progress and Path(path).stem)
         return {"dev_probs": predict(cfg.data.dev), "train_seconds": seconds,
                 "checkpoint_step": step, "predicted": [predict(p) for p in predict_files]}
     return train_fn
