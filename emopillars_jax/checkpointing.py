@@ -170,6 +170,13 @@ def has_steps(directory: Path) -> bool:
     return any(p.is_dir() and p.name.split(".")[0].isdigit() for p in directory.iterdir())
 
 
+def checkpoints_folder(path: Path) -> Path:
+    """A training run's folder stands for its checkpoints/ (where Orbax writes the steps)."""
+    if (path / "checkpoints").is_dir() and not has_steps(path):
+        return path / "checkpoints"
+    return path
+
+
 def latest_metadata(directory: str | Path) -> dict | None:
     """The metadata item of the newest step whose metadata reads (None: no such step).
     In a multi-process run every process must call it (the managers it opens synchronise)."""
@@ -204,8 +211,7 @@ def restore_params(directory: str | Path, which: str | int = "best", shardings=N
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise EmoPillarsError(f"{directory}: checkpoint folder not found")
-    if (directory / "checkpoints").is_dir() and not has_steps(directory):
-        directory = directory / "checkpoints"   # a training run's folder
+    directory = checkpoints_folder(directory)
     options = ocp.CheckpointManagerOptions(read_only=True,
                                            best_fn=lambda m: m[METRIC], best_mode="max")
     with ocp.CheckpointManager(directory, options=options, item_handlers=_handlers()) as manager:

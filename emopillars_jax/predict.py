@@ -83,9 +83,9 @@ class Predictor:
         if not path.exists():
             raise EmoPillarsError(f"{path}: model folder not found")
         if not (path / "config.json").is_file():
-            from .checkpointing import has_steps
-            if path.is_dir() and (path / "checkpoints").is_dir() and not has_steps(path):
-                path = path / "checkpoints"   # a training run's folder
+            from .checkpointing import checkpoints_folder, has_steps
+            if path.is_dir():
+                path = checkpoints_folder(path)
             if not (path.is_dir() and has_steps(path)):
                 raise EmoPillarsError(f"{path}: neither an exported model folder (with "
                                       "config.json) nor a training run's checkpoints (RUN or "
