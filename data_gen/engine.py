@@ -1,6 +1,11 @@
 """LLM engines: llama.cpp through llama-cpp-python (one sequence at a time, or many
 sequences per decode step), and a scripted engine for unit tests.
 
+Every `generate` call starts from an empty KV cache, so its answers depend only on its
+requests: llama.cpp's floating-point results change with the batch composition and with
+which prompt prefixes are reused from its cache, and a resumed run (see pipeline.run_stage)
+must ask the same calls as an uninterrupted one to get the same answers.
+
 Both llama.cpp modes use the same chat template (the one stored in the GGUF unless
 `llm.chat_format` gives a Jinja template), the same tokenisation and the same sampler
 chain (repetition penalty -> optional JSON-schema grammar -> greedy, or top-k/top-p/
@@ -56,6 +61,7 @@ class EngineStats:
     calls: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    cached_prompt_tokens: int = 0   # batched: prompt tokens copied from a cached prefix
     seconds: float = 0.0
 
 
@@ -64,7 +70,8 @@ class Engine(Protocol):
 
     def generate(self, requests: list[Request],
                  on_done: Callable[[int], None] | None = None) -> list[Completion]:
-        """Answers in request order; on_done(i) is called as request i finishes."""
+        """Answers in request order, a function of `requests` alone (no state carried over
+        from earlier calls); on_done(i) is called as request i finishes."""
         ...
 
     def describe(self) -> dict: ...
@@ -81,7 +88,7 @@ class ScriptedEngine:
         self.delay = delay
         self._width = width
         self.stats = EngineStats()
-        self.requests: list[Request] = []
+        self.calls: list[tuple[Request, ...]] = []   # the requests of each generate call
 
     @property
     def width(self) -> int:
@@ -89,8 +96,8 @@ class ScriptedEngine:
 
     def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         out = []
+        self.calls.append(tuple(requests))
         for i, req in enumerate(requests):
-            self.requests.append(req)
             if self.delay:
                 time.sleep(self.delay)
             text = self.answer(req)
@@ -238,6 +245,7 @@ class LlamaEngine:
     def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         start = time.perf_counter()
         done = on_done or (lambda i: None)
+        self._clear_cache()
         if self.mode == "single":
             out = []
             for i, r in enumerate(requests):
@@ -251,6 +259,15 @@ class LlamaEngine:
             self.stats.prompt_tokens += c.n_prompt
             self.stats.generated_tokens += c.n_generated
         return out
+
+    def _clear_cache(self) -> None:
+        """Forget every cached prompt: cells are then filled from the first one again."""
+        if self.mode == "single":
+            self.llm.reset()                 # no prefix match against the last prompt
+            self.llm._ctx.kv_cache_clear()
+        else:
+            self._lib.llama_memory_clear(self._mem, True)
+            self._cached.clear()
 
     # -- single: the high-level API
     def _single(self, req: Request) -> Completion:
@@ -433,6 +450,7 @@ class LlamaEngine:
                 queue.pop()
                 seq = free.pop()
                 n_cached = self._admit(tokens, seq)
+                self.stats.cached_prompt_tokens += n_cached
                 slots[seq] = {"i": i, "pending": tokens[n_cached:], "pos": n_cached, "out": [],
                               "prompt": tokens, "sampler": self._sampler(req),
                               "n_prompt": len(tokens)}

@@ -34,6 +34,10 @@ from .store import Store, read_jsonl, write_jsonl_atomic
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 _SHARD_DIR = re.compile(r"^(\d{5})-of-(\d{5})$")
+# items per engine call, per parallel sequence: a call ends with its slowest answers while
+# sequences fall idle, and starts with no cached prompt prefix (see run_stage); a kill
+# loses at most the call in progress
+CHUNK_PER_SEQUENCE = 4
 
 
 def now() -> str:
@@ -91,58 +95,76 @@ def _ids(item: dict) -> dict:
 
 def run_stage(stage: Stage, items: list[dict], engine: Engine, cfg: GenerateConfig,
               store: Store, rejects: Store) -> dict:
-    """Answer every item not yet in `store` or `rejects`; append results chunk by chunk."""
+    """Answer every item not yet in `store` or `rejects`, appending results chunk by chunk.
+
+    Chunks are fixed slices of `items` (all of them, not only the pending ones), and a chunk
+    a kill left unfinished is asked again whole: as each engine call answers from its
+    requests alone, a resumed run makes exactly the calls of an uninterrupted one and writes
+    the same records (llama.cpp's answers change with the batch they are decoded in)."""
     from tqdm import tqdm
-    pending = [it for it in items
-               if it[stage.key] not in store and f"{stage.name}:{it[stage.key]}" not in rejects]
+
+    def finished(it: dict) -> bool:
+        return it[stage.key] in store or f"{stage.name}:{it[stage.key]}" in rejects
+
+    size = max(1, engine.width) * CHUNK_PER_SEQUENCE
+    chunks = [items[lo:lo + size] for lo in range(0, len(items), size)]
+    chunks = [c for c in chunks if not all(finished(it) for it in c)]
+    n_new = sum(not finished(it) for c in chunks for it in c)
     start, n_done, n_rej = time.perf_counter(), 0, 0
-    chunk = max(1, engine.width) * 2
-    bar = tqdm(total=len(pending), desc=f"{stage.name:10s}", unit="item", dynamic_ncols=True,
-               disable=not cfg.progress or not pending)
-    for lo in range(0, len(pending), chunk):
-        todo = pending[lo:lo + chunk]
-        done: dict[str, dict] = {}
-        failed: dict[str, dict] = {}
-        for attempt in range(cfg.max_retries + 1):
-            if not todo:
-                break
-            # the bar counts first answers as they finish; retries only add to the time
-            tick = (lambda i: bar.update(1)) if attempt == 0 else None
-            answers = engine.generate([make_request(stage, it, cfg, attempt) for it in todo],
-                                      on_done=tick)
-            retry = []
-            for it, ans in zip(todo, answers):
-                key = it[stage.key]
-                reason = None
-                if ans.finish == "error":
-                    reason = f"engine error: {ans.error}"
-                else:
-                    try:
-                        fields = stage.parse(ans.text, it, cfg)
-                    except ParseError as exc:
-                        reason = f"unparseable: {exc}"
-                        if ans.finish == "length":
-                            reason += " (answer cut at max_tokens)"
-                    except Exception as exc:  # noqa: BLE001 - never crash on model output
-                        reason = f"parser error: {type(exc).__name__}: {exc}"
-                    else:
-                        done[key] = {**_ids(it), **fields, "raw": ans.text, "attempts": attempt + 1}
-                if reason is not None:
-                    failed[key] = {"id": f"{stage.name}:{key}", "stage": stage.name, **_ids(it),
-                                   "reason": reason, "raw": ans.text, "attempts": attempt + 1}
-                    if ans.finish != "error":   # a too-long prompt stays too long
-                        retry.append(it)
-            todo = retry
-        store.append(done[it[stage.key]] for it in pending[lo:lo + chunk] if it[stage.key] in done)
-        rejects.append(failed[it[stage.key]] for it in pending[lo:lo + chunk]
-                       if it[stage.key] in failed and it[stage.key] not in done)
-        n_done += len(done)
-        n_rej += sum(1 for k in failed if k not in done)
+    bar = tqdm(total=sum(map(len, chunks)), desc=f"{stage.name:10s}", unit="item",
+               dynamic_ncols=True, disable=not cfg.progress or not chunks)
+    for chunk in chunks:
+        new = [it[stage.key] for it in chunk if not finished(it)]
+        done, failed = answer_chunk(stage, chunk, engine, cfg, bar)
+        store.append(done[k] for k in new if k in done)
+        rejects.append(failed[k] for k in new if k in failed and k not in done)
+        n_done += sum(k in done for k in new)
+        n_rej += sum(k in failed and k not in done for k in new)
     bar.close()
     seconds = time.perf_counter() - start
-    return {"items": len(items), "new": len(pending), "answered": n_done, "rejected": n_rej,
+    return {"items": len(items), "new": n_new, "answered": n_done, "rejected": n_rej,
             "seconds": round(seconds, 2),
-            "items_per_hour": round(3600 * len(pending) / seconds, 1) if pending and seconds else None}
+            "items_per_hour": round(3600 * n_new / seconds, 1) if n_new and seconds else None}
+
+
+def answer_chunk(stage: Stage, chunk: list[dict], engine: Engine, cfg: GenerateConfig,
+                 bar) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Records and rejects by key for one chunk; unparseable answers are asked again (at
+    the retry temperature) up to cfg.max_retries times."""
+    done: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
+    todo = chunk
+    for attempt in range(cfg.max_retries + 1):
+        if not todo:
+            break
+        # the bar counts first answers as they finish; retries only add to the time
+        tick = (lambda i: bar.update(1)) if attempt == 0 else None
+        answers = engine.generate([make_request(stage, it, cfg, attempt) for it in todo],
+                                  on_done=tick)
+        retry = []
+        for it, ans in zip(todo, answers):
+            key = it[stage.key]
+            reason = None
+            if ans.finish == "error":
+                reason = f"engine error: {ans.error}"
+            else:
+                try:
+                    fields = stage.parse(ans.text, it, cfg)
+                except ParseError as exc:
+                    reason = f"unparseable: {exc}"
+                    if ans.finish == "length":
+                        reason += " (answer cut at max_tokens)"
+                except Exception as exc:  # noqa: BLE001 - never crash on model output
+                    reason = f"parser error: {type(exc).__name__}: {exc}"
+                else:
+                    done[key] = {**_ids(it), **fields, "raw": ans.text, "attempts": attempt + 1}
+            if reason is not None:
+                failed[key] = {"id": f"{stage.name}:{key}", "stage": stage.name, **_ids(it),
+                               "reason": reason, "raw": ans.text, "attempts": attempt + 1}
+                if ans.finish != "error":   # a too-long prompt stays too long
+                    retry.append(it)
+        todo = retry
+    return done, failed
 
 
 # ------------------------------------------------------------------------ generation

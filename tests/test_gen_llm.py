@@ -1,6 +1,11 @@
 """Real llama.cpp runs with the packaged SmolLM2-135M-Instruct GGUF (small and weak, so the
 tests check structure and consistency, not quality)."""
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -38,12 +43,14 @@ def _requests():
 
 
 def test_batched_engine_is_deterministic_and_grammar_answers_parse(batched):
-    # llama.cpp kernels are not batch-invariant: answers are reproducible for the same
-    # history of calls (a fresh engine), which is what a rerun of a stage sees
+    # llama.cpp kernels are not batch-invariant, so each call starts from an empty cache:
+    # the same requests get the same answers whatever the engine answered before
     reqs = _requests()
     finished = []
     first = batched.generate(reqs, on_done=finished.append)
     assert sorted(finished) == list(range(len(reqs)))   # progress: each answer once
+    batched.generate(reqs[3:] + reqs[:1])                # other batches, other cached prefixes
+    assert [c.text for c in batched.generate(reqs)] == [c.text for c in first]
     fresh = open_engine(LLMConfig(model=MODEL, n_ctx=1024, n_threads=1, engine="batched",
                                   n_seq=4))
     assert [c.text for c in first] == [c.text for c in fresh.generate(reqs)]
@@ -99,10 +106,16 @@ def test_truncated_gguf_gets_llama_cpps_reason_in_one_line(tmp_path, capfd):
     assert "llama_model_load" not in capfd.readouterr().err   # the loader log stayed hidden
 
 
-def test_all_six_stages_on_one_plot(tmp_path):
-    cfg = load_config(GenerateConfig, None, [f"out_dir={tmp_path / 'run'}", *TINY])
-    pipeline.generate(cfg)
-    stages = tmp_path / "run" / "stages"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One uninterrupted six-stage run on one plot (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("llm") / "run"
+    pipeline.generate(load_config(GenerateConfig, None, [f"out_dir={out}", *TINY]))
+    return out
+
+
+def test_all_six_stages_on_one_plot(tiny_run):
+    stages = tiny_run / "stages"
     rejects = [json.loads(line) for line in (stages / "rejects.jsonl").read_text().splitlines()] \
         if (stages / "rejects.jsonl").exists() else []
     manifest = json.loads((stages / "manifest.json").read_text())
@@ -118,13 +131,43 @@ def test_all_six_stages_on_one_plot(tmp_path):
         for r in rows:
             assert r["raw"] and r[STAGES[name].key]
     assert all(r["reason"] for r in rejects)
-    ds = tmp_path / "run" / "dataset"
+    ds = tiny_run / "dataset"
     for kind in ("contextless", "contextual"):
         for split in pipeline.SPLITS:
             assert (ds / kind / f"{split}.jsonl").exists()
     for line in (ds / "contextless" / "train.jsonl").read_text().splitlines():
         r = json.loads(line)
         assert r["labels"] and r["provenance"]["model_sha256"] == manifest["provenance"]["model_sha256"]
+
+
+RUN_GENERATE = """import sys
+from data_gen import pipeline
+from data_gen.config import GenerateConfig
+from emopillars_jax.config import load_config
+pipeline.generate(load_config(GenerateConfig, None, sys.argv[1:]))
+"""
+
+
+def test_sigkill_and_resume_reproduce_the_uninterrupted_run(tiny_run, tmp_path):
+    # llama.cpp's answers depend on the batch they are decoded in and on the prompt prefixes
+    # it reuses from its cache; a resumed run must still give byte-identical records
+    out = tmp_path / "killed"
+    for stage in ("labels", "context"):   # kill once in each of two stages
+        proc = subprocess.Popen([sys.executable, "-c", RUN_GENERATE, f"out_dir={out}", *TINY])
+        marker = out / "stages" / f"{stage}.jsonl"
+        deadline = time.time() + 600
+        while proc.poll() is None and not marker.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it reached {stage}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    pipeline.generate(load_config(GenerateConfig, None, [f"out_dir={out}", *TINY]))
+
+    def records(run: Path) -> dict[str, list[str]]:
+        files = sorted((run / "stages").glob("*.jsonl")) + sorted((run / "dataset").rglob("*.jsonl"))
+        return {str(f.relative_to(run)): sorted(f.read_text().splitlines()) for f in files}
+
+    assert records(out) == records(tiny_run)
 
 
 def test_template_without_system_role_gets_the_system_prompt_folded_in(tmp_path):

@@ -2,6 +2,7 @@
 (the LLM itself is exercised in test_gen_llm.py)."""
 import functools
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,30 @@ def test_shards_then_merge_equal_the_unsharded_run(tmp_path):
     pipeline.merge(sharded)
     a, b = dataset_files(tmp_path / "whole"), dataset_files(tmp_path / "sharded")
     assert a == b and sum(map(len, a.values())) > 0
+
+
+def test_a_resumed_stage_makes_only_calls_the_uninterrupted_run_made(tmp_path):
+    # llama.cpp's answers depend on the batch they are decoded in, so a resumed run must ask
+    # the engine the same whole calls, not just the missing items
+    ref_engine = engine()
+    pipeline.generate(config(tmp_path / "ref"), engine=ref_engine)
+    stages = tmp_path / "cut" / "stages"
+    shutil.copytree(tmp_path / "ref" / "stages", stages)
+    # what a kill inside the labels stage leaves: its last records and every later stage missing
+    labels = (stages / "labels.jsonl").read_text().splitlines(keepends=True)
+    (stages / "labels.jsonl").write_text("".join(labels[:-5]))
+    for name in ("context", "cleaning", "rewriting"):
+        (stages / f"{name}.jsonl").unlink()
+    kept = [r for r in read_jsonl(stages / "rejects.jsonl")
+            if r["stage"] in ("characters", "utterances")]
+    (stages / "rejects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    resumed = engine()
+    pipeline.generate(config(tmp_path / "cut"), engine=resumed)
+    asked = {tuple((r.stage, r.key, r.seed) for r in call) for call in ref_engine.calls}
+    again = [tuple((r.stage, r.key, r.seed) for r in call) for call in resumed.calls]
+    assert again and all(call in asked for call in again)
+    assert {c[0][0] for c in again} == {"labels", "context", "cleaning", "rewriting"}
+    assert dataset_files(tmp_path / "cut") == dataset_files(tmp_path / "ref")
 
 
 KILL_SCRIPT = """
