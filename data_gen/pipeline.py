@@ -116,10 +116,12 @@ def run_stage(stage: Stage, items: list[dict], engine: Engine, cfg: GenerateConf
     for chunk in chunks:
         new = [it[stage.key] for it in chunk if not finished(it)]
         done, failed = answer_chunk(stage, chunk, engine, cfg, bar)
-        store.append(done[k] for k in new if k in done)
-        rejects.append(failed[k] for k in new if k in failed and k not in done)
-        n_done += sum(k in done for k in new)
-        n_rej += sum(k in failed and k not in done for k in new)
+        answered = [k for k in new if k in done]
+        rejected = [k for k in new if k in failed and k not in done]
+        store.append(done[k] for k in answered)
+        rejects.append(failed[k] for k in rejected)
+        n_done += len(answered)
+        n_rej += len(rejected)
     bar.close()
     seconds = time.perf_counter() - start
     return {"items": len(items), "new": n_new, "answered": n_done, "rejected": n_rej,
