@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "generate": ("data_gen.pipeline:run_cli",
                  "synthesise a labelled dataset with a llama.cpp LLM (six stages)"),
     "stats": ("data_gen.stats:run_cli", "report and plot statistics of a generated dataset"),
+    "teacher-eval": ("data_gen.teacher_eval:run_cli",
+                     "score a GGUF teacher's soft labels against reference labels "
+                     "(default: the paper's released data)"),
     "train": ("emopillars_jax.training:run_train",
               "train an encoder as a multi-label emotion classifier"),
     "evaluate": ("emopillars_jax.training:run_evaluate",
@@ -35,8 +38,12 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
              "run the whole method end to end on the offline defaults"),
     "benchmark": ("emopillars_jax.benchmarks.commands:run_benchmark_cli",
                   "fine-tune on a benchmark from a student and as a baseline; compare"),
+    "transfer": ("emopillars_jax.benchmarks.transfer:run_cli",
+                 "(b) from an Emo Pillars student vs the plain encoder: learning curve, "
+                 "ISEAR, EmoContext"),
     "data": ("emopillars_jax.benchmarks.commands:run_data",
-             "download GoEmotions (verified); prepare benchmarks as JSON Lines"),
+             "download GoEmotions (verified) or the paper's released data; prepare "
+             "benchmarks as JSON Lines"),
     "assets": ("emopillars_jax.cli:run_assets", "list and verify the offline model assets"),
 }
 NOT_BUILT_ISSUE: dict[str, int] = {}   # command -> issue tracking it, while unbuilt
@@ -69,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p["stats"].add_argument("run_dir", help="generation output folder")
     p["stats"].add_argument("--out", help="report folder (default: RUN_DIR/stats)")
 
+    _config_args(p["teacher-eval"], "configs/generate_demo.yaml",
+                 "answer_mode=free llm.model=PATH")
+    p["teacher-eval"].add_argument("--references", help="JSON Lines {utterance, labels: [ids]} "
+                                   "(default data/emopillars/validation.jsonl)")
+    p["teacher-eval"].add_argument("--n", type=int, default=500,
+                                   help="score the first N references (default 500)")
+    p["teacher-eval"].add_argument("--out", help="output folder (default "
+                                   "runs/teacher_eval/MODEL-MODE-nN); a rerun resumes it")
+    p["teacher-eval"].add_argument("--character", help="the speaker's name in the labels "
+                                   "prompt (references have none; default Someone)")
+
     _config_args(p["train"], "configs/train_demo.yaml", "optim.lr=3e-5")
     _config_args(p["evaluate"], "configs/train_demo.yaml", "eval.checkpoint=latest")
 
@@ -97,15 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p["demo"], "configs/demo.yaml", "generate.corpus.max_plots=3")
     p["demo"].add_argument("--fresh", action="store_true", help="start over instead of resuming")
 
+    _config_args(p["transfer"], "configs/transfer.yaml", "student=runs/.../export/minilm")
+
     from .benchmarks.commands import add_benchmark_args
     add_benchmark_args(p["benchmark"])
 
     p["data"].add_argument("action", choices=["download", "prepare"],
-                           help="download: fetch and verify the official GoEmotions files; "
-                                "prepare: a benchmark's files -> JSON Lines for training")
-    p["data"].add_argument("dataset", choices=["goemotions", "isear", "emocontext", "meld",
-                                               "iemocap"])
-    p["data"].add_argument("--out", help="download: default data/goemotions; prepare: "
+                           help="download: fetch and verify the official GoEmotions files, "
+                                "or (emopillars) the paper's release from the Hugging Face "
+                                "Hub; prepare: a benchmark's files -> JSON Lines for training")
+    p["data"].add_argument("dataset", choices=["goemotions", "emopillars", "isear",
+                                               "emocontext", "meld", "iemocap"])
+    p["data"].add_argument("--out", help="download: default data/DATASET; prepare: "
                                          "default runs/benchmarks/DATASET/data")
     p["data"].add_argument("--source", help="prepare: the benchmark's files (default "
                                             "data/DATASET; goemotions also tfds[:DATA_DIR])")
@@ -113,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="taxonomy: map into the 28-class head; native: its own classes")
     p["data"].add_argument("--folds", type=int, help="prepare: cross-validation folds")
     p["data"].add_argument("--base-url", help="download: a mirror of the GoEmotions data folder")
+    p["data"].add_argument("--revision", help="download emopillars: a branch, tag or commit of "
+                                              "the Hub repo (default main)")
+    p["data"].add_argument("--endpoint", help="download emopillars: another Hub endpoint "
+                                              "(default HF_ENDPOINT or huggingface.co)")
 
     p["assets"].add_argument("action", nargs="?", default="list", choices=["list", "path"])
     p["assets"].add_argument("name", nargs="?", help="asset name (for `path`)")
@@ -174,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # Orbax narrates every save and restore step at INFO through absl; JAX reports each
-        # accelerator backend it did not find
-        for name in ("absl", "jax._src.xla_bridge"):
+        # accelerator backend it did not find; huggingface_hub's HTTP client every request
+        for name in ("absl", "jax._src.xla_bridge", "httpx2", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
     use_compilation_cache()
     try:

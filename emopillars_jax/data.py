@@ -1,8 +1,9 @@
 """Labelled examples -> tokenized arrays -> deterministic, sharded, resumable batches.
 
-Readers turn the synthetic dataset (JSON Lines written by data_gen), generic JSON Lines/CSV
-files and GoEmotions TSV files into `Examples`: one or two text segments and a target matrix
-[N, num_labels] (0/1, or the teacher's soft scores).
+Readers turn the synthetic dataset (JSON Lines written by data_gen, or the paper's release:
+emopillars_jax/release.py), generic JSON Lines/CSV files (labels as a column of ids/names
+or as one 0/1 column per class) and GoEmotions TSV files into `Examples`: one or two text
+segments and a target matrix [N, num_labels] (0/1, or the teacher's soft scores).
 
 Input order. The data order is defined by a fixed number of *logical shards* S, not by how
 many processes read it: example i belongs to shard i % S, each shard is shuffled per epoch by
@@ -23,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .errors import EmoPillarsError, reading_text
-from .taxonomy import LABEL_TO_ID
+from .taxonomy import LABEL_TO_ID, LABELS
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,14 @@ def _label_ids(value, where: str, num_labels: int) -> list[int]:
     return out
 
 
+def _is_label_name(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() in LABEL_TO_ID
+
+
 def _soft_targets(pairs, where: str, num_labels: int) -> np.ndarray:
     """[[label, score], ...] or [{"label", "score"}, ...] -> a score vector (a label named
-    twice keeps its highest score)."""
+    twice keeps its highest score). The release writes some scores as strings ("0.8") and
+    pairs either way round; both are read, anything else that is not a number is an error."""
     row = np.zeros(num_labels, np.float32)
     if not isinstance(pairs, list):
         raise EmoPillarsError(f"{where}: expected a list of [label, score] pairs, got {pairs!r}")
@@ -87,11 +93,16 @@ def _soft_targets(pairs, where: str, num_labels: int) -> np.ndarray:
             pair = [pair["label"], pair["score"]]
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
             raise EmoPillarsError(f"{where}: expected [label, score] pairs, got {pair!r}")
-        (idx,) = _label_ids([pair[0]], where, num_labels)
+        label, score = pair
+        if _is_label_name(score) and not _is_label_name(label):   # [score, label]
+            label, score = score, label
+        (idx,) = _label_ids([label], where, num_labels)
         try:
-            score = float(pair[1])
+            if isinstance(score, bool):
+                raise TypeError
+            score = float(score)
         except (TypeError, ValueError):
-            raise EmoPillarsError(f"{where}: expected a numeric score, got {pair[1]!r}") from None
+            raise EmoPillarsError(f"{where}: expected a numeric score, got {score!r}") from None
         if not 0.0 <= score <= 1.0:
             raise EmoPillarsError(f"{where}: expected a score in [0, 1], got {score}")
         row[idx] = max(row[idx], score)
@@ -140,7 +151,37 @@ def _field(rec: dict, name: str, where: str, kind=str):
     return rec[name]
 
 
-def detect_format(path: Path) -> str:
+def _optional_field(rec: dict, name: str, where: str) -> str | None:
+    if rec.get(name) is not None and not isinstance(rec[name], str):
+        raise EmoPillarsError(f"{where}: field '{name}': expected a string, got {rec[name]!r}")
+    return rec.get(name)
+
+
+def _class_columns(header, path: Path, labels_field: str) -> dict[str, int] | None:
+    """{column: class id} for a CSV with one 0/1 column per class (names as in LABELS, any
+    case) and no labels column; None when the file has a labels column."""
+    if labels_field in header:
+        return None
+    by_name = {h.strip().lower(): h for h in header if isinstance(h, str)}
+    missing = [name for name in LABELS if name not in by_name]
+    if len(missing) == len(LABELS):
+        raise EmoPillarsError(f"{path}: no '{labels_field}' column (expected one, or a 0/1 "
+                              "column per class named as the 28 GoEmotions classes)")
+    if missing:
+        raise EmoPillarsError(f"{path}: no '{labels_field}' column, and no 0/1 column for "
+                              f"{len(missing)} of the {len(LABELS)} classes (missing: "
+                              f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
+    return {by_name[name]: i for i, name in enumerate(LABELS)}
+
+
+def _binary_cell(rec: dict, column: str, where: str) -> bool:
+    value = _field(rec, column, where).strip()
+    if value not in ("0", "1", "0.0", "1.0"):
+        raise EmoPillarsError(f"{where}: column '{column}': expected 0 or 1, got {value!r}")
+    return float(value) == 1.0
+
+
+def detect_format(path: Path, utterance_field: str = "utterance") -> str:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "csv"
@@ -148,7 +189,7 @@ def detect_format(path: Path) -> str:
         return "goemotions"
     if suffix in (".jsonl", ".json"):
         for _, rec in _iter_jsonl(path):
-            return "emopillars" if "utterance" in rec else "jsonl"
+            return "emopillars" if utterance_field in rec else "jsonl"
         return "jsonl"
     raise EmoPillarsError(f"{path}: cannot tell the format from the name; set data.format "
                           "to emopillars, jsonl, csv or goemotions")
@@ -157,12 +198,19 @@ def detect_format(path: Path) -> str:
 def read_examples(path: str | Path, *, format: str = "auto", mode: str = "contextless",
                   targets: str = "binary", num_labels: int, text_field: str = "text",
                   context_field: str = "context", labels_field: str = "labels",
+                  character_field: str = "character", utterance_field: str = "utterance",
                   max_examples: int | None = None) -> Examples:
-    """Read a labelled file into Examples (see the module doc for the formats)."""
+    """Read a labelled file into Examples (see the module doc for the formats).
+
+    emopillars: records of `utterance_field` and `labels` (class ids), soft targets from
+    `all_emotions_mapped` ([label, score] pairs) or `targets`; contextual records add
+    `context_field` and, optional, `character_field`. jsonl/csv: `text_field` and
+    `labels_field` (ids or names), or for a CSV without `labels_field` one 0/1 column per
+    class named as in taxonomy.LABELS."""
     path = Path(path)
     if not path.is_file():
         raise EmoPillarsError(f"{path}: data file not found")
-    fmt = detect_format(path) if format == "auto" else format
+    fmt = detect_format(path, utterance_field) if format == "auto" else format
     contextual = mode == "contextual"
     text_a, text_b, rows = [], [], []
 
@@ -178,7 +226,7 @@ def read_examples(path: str | Path, *, format: str = "auto", mode: str = "contex
     if fmt == "emopillars":
         for n, rec in _iter_jsonl(path):
             where = f"{path}:{n}"
-            utt = _field(rec, "utterance", where)
+            utt = _field(rec, utterance_field, where)
             labels = _label_ids(_field(rec, "labels", where, list), f"{where}: labels", num_labels)
             soft = _vector(rec["targets"], f"{where}: targets", num_labels) \
                 if targets == "soft" and rec.get("targets") is not None else \
@@ -186,24 +234,35 @@ def read_examples(path: str | Path, *, format: str = "auto", mode: str = "contex
                               f"{where}: all_emotions_mapped", num_labels) \
                 if targets == "soft" else None
             if contextual:
-                ctx = _field(rec, "context", where)
-                add(context_segment(ctx, rec.get("character")), utt, labels, soft)
+                ctx = _field(rec, context_field, where)
+                add(context_segment(ctx, _optional_field(rec, character_field, where)), utt,
+                    labels, soft)
             else:
                 add(utt, None, labels, soft)
             if max_examples and len(rows) >= max_examples:
                 break
     elif fmt in ("jsonl", "csv"):
         records = _iter_jsonl(path) if fmt == "jsonl" else _iter_csv(path)
-        for n, rec in records:
+        columns = None   # CSV: {class column: id} when the labels are 0/1 columns
+        for i, (n, rec) in enumerate(records):
             where = f"{path}:{n}"
+            if fmt == "csv" and i == 0:
+                columns = _class_columns(list(rec), path, labels_field)
+                if columns and num_labels != len(LABELS):
+                    raise EmoPillarsError(f"{path}: one column per taxonomy class needs "
+                                          f"model.num_labels={len(LABELS)}, not {num_labels}")
             text = _field(rec, text_field, where)
-            labels = _label_ids(_field(rec, labels_field, where, None),
-                                f"{where}: {labels_field}", num_labels)
+            if columns:
+                labels = [cls for col, cls in columns.items() if _binary_cell(rec, col, where)]
+            else:
+                labels = _label_ids(_field(rec, labels_field, where, None),
+                                    f"{where}: {labels_field}", num_labels)
             soft = None
             if targets == "soft" and rec.get("targets") is not None:
                 soft = _vector(rec["targets"], f"{where}: targets", num_labels)
             if contextual:
-                add(context_segment(_field(rec, context_field, where), rec.get("character")),
+                add(context_segment(_field(rec, context_field, where),
+                                    _optional_field(rec, character_field, where)),
                     text, labels, soft)
             else:
                 add(text, None, labels, soft)

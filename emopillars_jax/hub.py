@@ -341,7 +341,7 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
+def network_errors() -> tuple[type[BaseException], ...]:
     """Transport errors of whichever HTTP client huggingface_hub uses."""
     errors: list[type[BaseException]] = [OSError]
     for name in ("httpx2", "httpx", "requests"):
@@ -354,7 +354,7 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -373,7 +373,7 @@ def publish(folder: str | Path, repo_id: str, repo_type: str = "model", private:
     try:
         validate_repo_id(repo_id)
     except ValueError as exc:   # HFValidationError: the characters the Hub accepts
-        raise EmoPillarsError(f"--repo-id {repo_id!r}: {_one_line(exc)}") from None
+        raise EmoPillarsError(f"--repo-id {repo_id!r}: {one_line(exc)}") from None
     problems = check_folder(folder, repo_type)
     if problems:
         raise EmoPillarsError("; ".join(problems))
@@ -414,11 +414,11 @@ def publish(folder: str | Path, repo_id: str, repo_type: str = "model", private:
         hint = {401: " (token missing or invalid: set HF_TOKEN or run `hf auth login`)",
                 403: " (the token cannot write to this namespace)"}.get(status, "")
         raise EmoPillarsError(f"the Hub refused {repo_type} repo {repo_id}: HTTP {status}: "
-                              f"{_one_line(exc)}{hint}") from None
+                              f"{one_line(exc)}{hint}") from None
     except ValueError as exc:   # e.g. README.md metadata rejected by the Hub's validator
-        raise EmoPillarsError(f"{repo_id}: {_one_line(exc)}") from None
-    except _network_errors() as exc:   # no network, DNS, refused connection, offline mode
-        raise EmoPillarsError(f"cannot reach the Hub at {api.endpoint}: {_one_line(exc)} "
+        raise EmoPillarsError(f"{repo_id}: {one_line(exc)}") from None
+    except network_errors() as exc:   # no network, DNS, refused connection, offline mode
+        raise EmoPillarsError(f"cannot reach the Hub at {api.endpoint}: {one_line(exc)} "
                               "(no network? HF_HUB_OFFLINE set?)") from None
     log(f"uploaded {len(plan)} file(s), {_human(total)}, to {url}")
     return {"dry_run": False, "url": str(url), "commit": getattr(info, "oid", None),

@@ -31,8 +31,14 @@ class DataConfig(Section):
     bucket_boundaries: list[int] = [32, 64, 128]
     # generic readers: column names (labels: indices or names, list or "a,b" string)
     text_field: str = "text"
-    context_field: str = "context"
+    context_field: str = "context"   # also the emopillars format's context
     labels_field: str = "labels"
+    # emopillars format: the speaker and the utterance (in contextual mode, the utterance
+    # rewritten to be ambiguous without its context). The release's contextual field names
+    # are not documented offline: these defaults (and context_field's) are guesses, matching
+    # the context-less release and data_gen's files; set them to the release's names.
+    character_field: str = "character"
+    utterance_field: str = "utterance"
     # logical data shards: the data order depends on this number only, not on how many
     # processes read it (None: one per process); must be a multiple of the process count
     num_shards: int | None = Field(None, ge=1)

@@ -308,6 +308,8 @@ def read_split(cfg: TrainConfig, path: str) -> data_lib.Examples:
     return data_lib.read_examples(path, format=d.format, mode=d.mode, targets=d.targets,
                                   num_labels=cfg.model.num_labels, text_field=d.text_field,
                                   context_field=d.context_field, labels_field=d.labels_field,
+                                  character_field=d.character_field,
+                                  utterance_field=d.utterance_field,
                                   max_examples=d.max_examples)
 
 

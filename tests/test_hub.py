@@ -5,8 +5,7 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,12 @@ import yaml
 from emopillars_jax import cli, hub
 from emopillars_jax.errors import EmoPillarsError
 from emopillars_jax.taxonomy import LABELS
+from _local_http import LocalServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class FakeHub:
+class FakeHub(LocalServer):
     """The endpoints huggingface_hub calls for create_repo + upload_folder (regular files):
     POST /api/repos/create, /api/validate-yaml, /api/{type}s/{id}/preupload/{rev},
     /api/{type}s/{id}/commit/{rev} (ndjson with base64 file contents)."""
@@ -71,13 +71,7 @@ class FakeHub:
                                             "commitOid": "a" * 40})
                 self.reply(404, {"error": f"fake hub has no {path}"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture

@@ -10,10 +10,19 @@ from . import NAMES
 
 def run_data(args: argparse.Namespace) -> int:
     """CLI entry of `emopillars data download|prepare DATASET`."""
+    if args.dataset == "emopillars":
+        if args.action != "download":
+            raise EmoPillarsError("the released data needs no preparation: train on its JSON "
+                                  "Lines files (data.train=data/emopillars/...)")
+        from ..release import DEFAULT_OUT, download_release
+        download_release(args.out or DEFAULT_OUT, revision=args.revision,
+                         endpoint=args.endpoint)
+        return 0
     if args.action == "download":
         if args.dataset != "goemotions":
             raise EmoPillarsError(f"{args.dataset} cannot be downloaded by emopillars (its "
-                                  "licence or host needs a manual download); only goemotions")
+                                  "licence or host needs a manual download); only goemotions "
+                                  "and emopillars")
         from .download import download_goemotions
         download_goemotions(args.out or "data/goemotions", base_url=args.base_url)
         return 0
