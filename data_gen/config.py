@@ -46,12 +46,34 @@ class CorpusConfig(Section):
     max_plots: int | None = Field(None, ge=1)
 
 
+class ScoringConfig(Section):
+    """labels_method=score: stage 3 from the LLM's log-probability of each class name as the
+    answer to one prompt (data_gen/label_scoring.py, where the rules are explained)."""
+    prompt: Literal["paper", "project", "short"] = "project"   # prompts.yaml `scoring:`
+    # class priors subtracted from the log-probabilities: none, the mean over the run's own
+    # utterances (run_standardized: also divided by their sd), or the mean over the
+    # content-free inputs below
+    calibration: Literal["none", "run", "run_standardized", "content_free"] = "run"
+    content_free: tuple[str, ...] = Field(("N/A", "", "[MASK]"), min_length=1)
+    target_prior: float = 0.0       # added to the score of the emotion stage 2 asked for
+    temperature: float = Field(1.0, gt=0)   # p = softmax(calibrated scores / temperature)
+    rule: Literal["relative", "top_k", "mass"] = "top_k"   # which classes become labels
+    k: int = Field(3, ge=1, le=5)            # top_k: the k most probable classes
+    mass: float = Field(0.5, gt=0, le=1)     # mass: fewest classes holding this probability
+    # utterances decoded together: each takes 28 llama.cpp sequences (one per class) plus
+    # one for the shared prefix, and llama.cpp allows 256 (LLAMA_MAX_SEQ): 1 + 28 * 9 <= 256
+    n_seq: int = Field(8, ge=1, le=9)
+
+
 class GenerateConfig(Section):
     out_dir: str = "runs/generate"
     corpus: CorpusConfig = CorpusConfig()
     llm: LLMConfig = LLMConfig()
     decoding: StageDecoding = StageDecoding()
     answer_mode: Literal["json", "free"] = "json"   # json: grammar-constrained answers
+    # stage 3: the paper's generated answers (in answer_mode), or scored class names
+    labels_method: Literal["answer", "score"] = "answer"
+    scoring: ScoringConfig = ScoringConfig()
     max_characters: int = Field(15, ge=1)           # per plot
     utterances_non_neutral: int = Field(8, ge=0)    # per character
     utterances_neutral: int = Field(2, ge=0)
@@ -74,4 +96,8 @@ class GenerateConfig(Section):
             if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
                 raise ValueError(f"{name} must be three non-negative ratios summing to 1, "
                                  f"got {list(ratios)}")
+        if self.labels_method == "score" and self.scoring.rule != "relative" \
+                and self.label_threshold <= 0:
+            raise ValueError(f"scoring.rule={self.scoring.rule} needs label_threshold > 0 "
+                             "(the levels of unselected classes must fall below it)")
         return self

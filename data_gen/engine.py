@@ -221,6 +221,7 @@ class LlamaEngine:
                 else "config-jinja"
         self.grammars = _Grammars()
         self._ctx = None
+        self.label_scorer = None   # label_scoring.LlamaScorer, made on first use
         if self.mode == "batched":
             self._init_batched(llama_cpp)
 
@@ -234,13 +235,17 @@ class LlamaEngine:
                 "engine": self.mode, "chat_format": self.chat_format,
                 "n_ctx": self.cfg.n_ctx, "seed": self.cfg.seed}
 
-    def tokenize_prompt(self, messages) -> list[int]:
+    def render_prompt(self, messages) -> tuple[str, bool]:
+        """The chat template's prompt text, and whether a BOS token goes before it."""
         try:
             result = self.formatter(messages=list(messages))
         except Exception:  # noqa: BLE001 - e.g. Mistral's template refuses a system role
             result = self.formatter(messages=fold_system(messages))
-        return self.llm.tokenize(result.prompt.encode("utf-8"),
-                                 add_bos=not result.added_special, special=True)
+        return result.prompt, not result.added_special
+
+    def tokenize_prompt(self, messages) -> list[int]:
+        text, add_bos = self.render_prompt(messages)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         start = time.perf_counter()
@@ -331,6 +336,9 @@ class LlamaEngine:
         self._vocab_ids = np.arange(self._n_vocab, dtype=np.int32)
 
     def close(self) -> None:
+        if self.label_scorer is not None:   # its context goes before the model it uses
+            self.label_scorer.close()
+            self.label_scorer = None
         if self._ctx is not None:
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self._ctx)

@@ -216,10 +216,34 @@ def _level(value: float, unit: str | None) -> float:
 
 
 _JSON_PAIR = re.compile(r'"emotion"\s*:\s*"([^"]+)"\s*,\s*"level"\s*:\s*(\d+(?:\.\d+)?)\s*}')
+# words the answer formats use as placeholders: weak models copy them ("emotion: 0.5")
+TEMPLATE_NAMES = frozenset({"emotion", "emotions", "emotion name", "level", "label", "labels",
+                            "name", "score", "expressiveness", "intensity"})
 
 
 def parse_labels(text: str, mode: str) -> list[tuple[str, float]]:
-    """-> [(name as the model wrote it, level 0..1)], in answer order (first = primary)."""
+    """-> [(name as the model wrote it, level 0..1)], in answer order (first = primary).
+
+    An answer none of whose names maps into the taxonomy is unusable (label processing
+    would drop every name): ParseError, naming them, so it is retried and then rejected
+    rather than stored as an empty labelling. Partly unmapped answers are kept; processing
+    drops and reports the unmapped names."""
+    pairs = _label_pairs(text, mode)
+    if not any(canonical_label(n) for n, _ in pairs):
+        names = list(dict.fromkeys(normalize_name(n) for n, _ in pairs))
+        if any(n in TEMPLATE_NAMES for n in names):
+            shown = list(dict.fromkeys(f"{normalize_name(n)}: {s:g}" for n, s in pairs))
+            raise ParseError(f"repeats the answer template ({_few(shown)})")
+        raise ParseError(f"no emotion of the taxonomy ({_few(names)})")
+    return pairs
+
+
+def _few(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _label_pairs(text: str, mode: str) -> list[tuple[str, float]]:
+    """The (name, level) pairs of an answer, at most 5; ParseError when there are none."""
     pairs: list[tuple[str, float]] = []
     if mode == "json":
         try:

@@ -61,8 +61,12 @@ def versions() -> dict:
 
 
 def make_provenance(cfg: GenerateConfig, engine: Engine) -> dict:
+    # label scoring's settings only when used (they do not change generated answers)
+    scoring = {"scoring": cfg.scoring.model_dump(mode="json")} \
+        if cfg.labels_method == "score" else {}
     return {**engine.describe(), "prompt_version": prompts.PROMPT_VERSION,
             "prompt_sha256": prompts.PROMPT_SHA256, "answer_mode": cfg.answer_mode,
+            "labels_method": cfg.labels_method, **scoring,
             "decoding": cfg.decoding.model_dump(), "retry_temperature": cfg.retry_temperature,
             "llm_seed": cfg.llm.seed, "seed": cfg.seed}
 
@@ -87,6 +91,15 @@ def make_request(stage: Stage, item: dict, cfg: GenerateConfig, attempt: int) ->
         decoding = decoding.model_copy(update={"temperature": cfg.retry_temperature})
         seed = stable_hash(cfg.llm.seed, stage.name, item[stage.key], attempt) & 0x7FFFFFFF
     return Request(item[stage.key], tuple(messages), decoding, schema, seed, stage.name)
+
+
+def stage_runner(name: str, cfg: GenerateConfig):
+    """The function that runs stage `name`: run_stage, or for the labels stage with
+    labels_method=score label_scoring.run_scoring_stage (same arguments and summary)."""
+    if name == "labels" and cfg.labels_method == "score":
+        from .label_scoring import run_scoring_stage
+        return run_scoring_stage
+    return run_stage
 
 
 def _ids(item: dict) -> dict:
@@ -234,9 +247,12 @@ def generate(cfg: GenerateConfig, shard: int = 0, num_shards: int = 1,
             items = chained_items(items, stores["context"], "context")
         else:
             items = chained_items(items, stores["cleaning"], "context_clean")
-        manifest["stages"][name] = run_stage(STAGES[name], items, engine, cfg, stores[name],
-                                             rejects)
-        log.info("%s: %s", name, manifest["stages"][name])
+        manifest["stages"][name] = stage_runner(name, cfg)(STAGES[name], items, engine, cfg,
+                                                           stores[name], rejects)
+        # the calibration's 28 priors (and scales) are in the manifest, not the log
+        log.info("%s: %s", name, {k: v if k != "calibration" else
+                                  f"{v['method']} on {v['n']} inputs"
+                                  for k, v in manifest["stages"][name].items()})
     manifest.update(complete=True, finished=now(), seconds=round(time.perf_counter() - t0, 2),
                     engine_stats=vars(engine.stats))
     _write_json(sdir / "manifest.json", manifest)
@@ -337,6 +353,8 @@ def build_records(dirs: list[Path], cfg: GenerateConfig, provenance: dict) -> tu
                 "raw_emotion_explication": lab["raw"],
                 "emotions_used_to_generate_context": used,
                 "labels": pl.labels, "targets": pl.targets}
+        if "distribution" in lab:    # label scoring: the 28 class probabilities
+            base["distribution"] = lab["distribution"]
         contextless.append({**base, "provenance": prov})
         clean, rew = recs["cleaning"].get(u["utterance_id"]), recs["rewriting"].get(u["utterance_id"])
         if ctx and clean and rew:

@@ -1,6 +1,7 @@
 """`emopillars stats RUN_DIR`: what a generation run produced, as report.md, report.json
 and PNG plots (counts per stage, label distribution, labels per example, neutral share,
-rejects by reason, distinct-n, and MiniLM embedding cosine within vs across characters)."""
+rejects by reason, label names the teacher answered outside the taxonomy, distinct-n, and
+MiniLM embedding cosine within vs across characters)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from emopillars_jax.errors import EmoPillarsError
 from emopillars_jax.taxonomy import LABELS, NEUTRAL_ID
 
+from .labels import process_labels
 from .stages import STAGES, stable_hash
 from .store import read_jsonl
 
@@ -33,8 +35,33 @@ def distinct_n(texts: list[str], n: int) -> float:
     return round(len(set(grams)) / len(grams), 4) if grams else 0.0
 
 
-def _reason_kind(reason: str) -> str:
+def reason_kind(reason: str) -> str:
+    """A reject reason without its details (parenthesised part, numbers), for counting."""
     return re.sub(r"\s*\(.*$|\d+", "#", reason)[:80].rstrip("#").strip()
+
+
+def unmapped_summary(answers: list[list], top: int = 10) -> dict:
+    """What label processing dropped from stored label answers ([[name, level], ...] each):
+    the share of answers with a name outside the taxonomy (and its synonyms), and the most
+    frequent such names, counted once per answer."""
+    names = Counter()
+    with_unmapped = 0
+    for pairs in answers:
+        dropped = set(process_labels([tuple(p) for p in pairs]).unmapped)
+        with_unmapped += bool(dropped)
+        names.update(dropped)
+    return {"answers": len(answers), "with_unmapped": with_unmapped,
+            "share": round(with_unmapped / len(answers), 4) if answers else 0.0,
+            "top_unmapped": [[n, c] for n, c in sorted(names.items(),
+                                                        key=lambda kv: (-kv[1], kv[0]))[:top]]}
+
+
+def unmapped_lines(summary: dict) -> list[str]:
+    """Markdown lines of an unmapped_summary (shared by `stats` and `teacher-eval`)."""
+    top = ", ".join(f"{n} {c}" for n, c in summary["top_unmapped"]) or "none"
+    return [f"- label answers with a name outside the taxonomy: {summary['with_unmapped']} of "
+            f"{summary['answers']} (share {summary['share']}); those names are dropped",
+            f"- most frequent unmapped names (answers naming them): {top}"]
 
 
 def cosine_within_across(embs, owners: list[str], seed: int = 0) -> dict:
@@ -107,10 +134,12 @@ def collect(run: Path, embeddings: bool = True) -> dict:
         rows = [r for d in dirs for r in read_jsonl(d / f"{name}.jsonl")]
         report["stages"][name] = {"records": len(rows)}
     rejects = [r for d in dirs for r in read_jsonl(d / "rejects.jsonl")]
-    by_reason = Counter((r["stage"], _reason_kind(r["reason"])) for r in rejects)
+    by_reason = Counter((r["stage"], reason_kind(r["reason"])) for r in rejects)
     for (stage, reason), n in sorted(by_reason.items()):
         report["rejects"].setdefault(stage, {})[reason] = n
         report["stages"][stage]["rejected"] = report["stages"][stage].get("rejected", 0) + n
+    report["label_answers"] = unmapped_summary(
+        [r["emotions"] for d in dirs for r in read_jsonl(d / "labels.jsonl")])
     utts = [u for d in dirs for r in read_jsonl(d / "utterances.jsonl") for u in r["utterances"]]
     report["utterances_generated"] = {"total": len(utts),
                                       "neutral": sum(u["kind"] == "neutral" for u in utts)}
@@ -221,6 +250,8 @@ def markdown(report: dict, images: list[Path]) -> str:
         lines += ["", "## Rejects by reason", "", "| stage | reason | count |", "|---|---|---|"]
         for stage, reasons in report["rejects"].items():
             lines += [f"| {stage} | {r} | {n} |" for r, n in reasons.items()]
+    lines += ["", "## Label answers: names outside the taxonomy", ""] + \
+        unmapped_lines(report["label_answers"])
     for kind in ("contextless", "contextual"):
         d = report.get(kind, {})
         lines += ["", f"## Dataset: {kind}", ""]

@@ -140,3 +140,58 @@ def test_label_processing_as_in_the_paper():
     # nothing left -> the example is dropped
     assert process_labels([("joy", 0.1), ("sassiness", 0.9)]).empty
     assert not process_labels([("joy", 0.1)], threshold=0.1).empty
+
+
+def test_template_parroting_and_all_unmapped_label_answers_are_unparseable():
+    # every answer of the demo's 0.5B model in free mode (80 of 80): the format's placeholder
+    with pytest.raises(ParseError, match=r"^repeats the answer template \(emotion: 0\.5\)$"):
+        parsing.parse_labels("emotion: 0.5\n" * 5, "free")
+    # a recorded SmolLM2 answer: the placeholder line, then definitions without levels
+    with pytest.raises(ParseError, match="repeats the answer template"):
+        parsing.parse_labels(_recorded("free", "labels")[1], "free")
+    with pytest.raises(ParseError, match=r"^no emotion of the taxonomy \(sassiness, glumness, "
+                                         r"zest and 1 more\)$"):
+        parsing.parse_labels("Sassiness: 0.7\nglumness: 0.4\nzest: 0.3\nvim: 0.2", "free")
+    ungrammatical = json.dumps({"emotions": [{"emotion": "sassiness", "level": 0.5}]})
+    with pytest.raises(ParseError, match=r"no emotion of the taxonomy \(sassiness\)"):
+        parsing.parse_labels(ungrammatical, "json")
+    # one usable name is enough: processing drops and reports the others
+    pairs = parsing.parse_labels("emotion: 0.5\nsassiness: 0.6\nanxiety: 0.4", "free")
+    assert pairs == [("emotion", 0.5), ("sassiness", 0.6), ("anxiety", 0.4)]
+    processed = process_labels(pairs)
+    assert [LABELS[i] for i in processed.labels] == ["nervousness"]
+    assert processed.unmapped == ["emotion", "sassiness"]
+    assert not any(parsing.canonical_label(n) for n in parsing.TEMPLATE_NAMES)
+
+
+def test_unusable_label_answers_are_retried_then_rejected_never_stored(tmp_path):
+    """Through the stage runner: retried at the retry temperature, then a reject with the
+    reason; an answer that is fixed on retry is stored; no stored labelling is empty."""
+    from data_gen import pipeline
+    from data_gen.engine import ScriptedEngine
+    from data_gen.store import Store
+
+    def answer(req):
+        retry = req.decoding.temperature > 0
+        return {"u0": "emotion: 0.5\n" * 5,
+                "u1": "Glumness: 0.9" if retry
+                else "sassiness: 0.7",
+                "u2": "joy: 0.8\nsassiness: 0.4" if retry else "level: 0.5",
+                "u3": "anger: 0.6\nzest: 0.5"}[req.key]
+    cfg = load_config(GenerateConfig, None, ["answer_mode=free", "max_retries=2",
+                                             "progress=false"])
+    items = [{"utterance_id": f"u{i}", "utterance": "I did not see that coming.",
+              "character": "Ann"} for i in range(4)]
+    store, rejects = Store(tmp_path / "labels.jsonl", "utterance_id"), \
+        Store(tmp_path / "rejects.jsonl", "id")
+    eng = ScriptedEngine(answer)
+    summary = pipeline.run_stage(STAGES["labels"], items, eng, cfg, store, rejects)
+    assert (summary["answered"], summary["rejected"]) == (2, 2)
+    assert [len(c) for c in eng.calls] == [4, 3, 2]   # u0, u1, u2 retried; u2 fixed once
+    assert rejects.get("labels:u0")["reason"] == \
+        "unparseable: repeats the answer template (emotion: 0.5)"
+    assert rejects.get("labels:u1")["reason"] == "unparseable: no emotion of the taxonomy " \
+        "(glumness)" and rejects.get("labels:u1")["attempts"] == 3
+    assert store.get("u2")["attempts"] == 2 and store.get("u2")["emotions"][0] == ["joy", 0.8]
+    assert store.get("u3")["emotions"] == [["anger", 0.6], ["zest", 0.5]]
+    assert all(not process_labels([tuple(p) for p in r["emotions"]]).empty for r in store)

@@ -57,3 +57,28 @@ def test_bad_runs_are_one_line_errors_and_leave_no_report_folder(tmp_path):
         with pytest.raises(EmoPillarsError, match=f"{train}: {message}"):
             stats.write_report(run, embeddings=False)
         assert not (run / "stats").exists()
+
+
+def test_report_counts_label_answers_with_unmapped_names(tmp_path):
+    def answer(req):
+        text = scripted_answer(req)
+        if req.stage != "labels" or len(req.messages[1]["content"]) % 3:
+            return text
+        pairs = json.loads(text)["emotions"][:3] + [{"emotion": "sassiness", "level": 0.9},
+                                                    {"emotion": "Zest", "level": 0.2}]
+        return json.dumps({"emotions": pairs})
+    run = tmp_path / "run"
+    cfg = load_config(GenerateConfig, None, [f"out_dir={run}", "corpus.max_plots=2",
+                                             "progress=false"])
+    pipeline.generate(cfg, engine=ScriptedEngine(answer))
+    labels = [json.loads(line)
+              for line in (run / "stages" / "labels.jsonl").read_text().splitlines()]
+    odd = sum(any(n == "sassiness" for n, _ in r["emotions"]) for r in labels)
+    assert 0 < odd < len(labels)
+    out = stats.write_report(run, embeddings=False)
+    got = json.loads((out / "report.json").read_text())["label_answers"]
+    assert got == {"answers": len(labels), "with_unmapped": odd,
+                   "share": round(odd / len(labels), 4),
+                   "top_unmapped": [["sassiness", odd], ["zest", odd]]}
+    md = (out / "report.md").read_text()
+    assert f"{odd} of {len(labels)}" in md and f"sassiness {odd}, zest {odd}" in md
