@@ -90,6 +90,21 @@ def thresholds_array(thresholds: dict) -> np.ndarray | float:
         float(thresholds["global"])
 
 
+def threshold_scores(gold: np.ndarray, probs: np.ndarray, own_threshold) -> dict:
+    """Macro-F1 of `probs` at a threshold chosen elsewhere (one, or one per class), and at
+    the best global threshold swept on this very set (optimistic: chosen on the scored
+    examples)."""
+    swept, swept_f1 = sweep_global(gold, probs)
+    predicted = predict(probs, own_threshold)
+    own = metrics(gold, predicted)
+    return {"examples": int(len(gold)), "own_threshold": np.asarray(own_threshold).tolist(),
+            "macro_f1": own["macro_f1"], "micro_f1": own["micro_f1"],
+            "labels_per_example": round(float(np.asarray(predicted).sum(1).mean()), 2),
+            "swept_threshold": swept, "macro_f1_swept": swept_f1,
+            # the trivial reference: every class predicted for every example
+            "every_label_macro_f1": metrics(gold, np.ones_like(gold, dtype=bool))["macro_f1"]}
+
+
 def evaluate_split(targets: np.ndarray, probs: np.ndarray, thresholds: dict,
                    names: Sequence[str] | None = None) -> dict:
     """Metrics of one split; gold = targets >= 0.5 (soft targets are binarised here)."""

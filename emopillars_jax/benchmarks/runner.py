@@ -206,6 +206,19 @@ def hold_out_calibration(run: PreparedRun, fraction: float, seed: int) -> Prepar
     return PreparedRun(run.name, fit, run.dev, cal)
 
 
+def subsample_train(run: PreparedRun, n: int, seed: int) -> PreparedRun:
+    """The run with its training records replaced by a seeded random sample of n of them
+    (file order kept), written beside train.jsonl."""
+    import random
+    records = read_jsonl(run.train)
+    if n > len(records):
+        raise EmoPillarsError(f"{run.train}: {len(records)} training records, cannot sample {n}")
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    sample = run.train.with_name(f"train_n{n}_seed{seed}.jsonl")
+    write_jsonl(sample, [records[i] for i in keep])
+    return PreparedRun(run.name, sample, run.dev, run.calibration)
+
+
 # --- scoring -----------------------------------------------------------------------------
 def evaluated_classes(name: str, label_space: str) -> tuple[list[int], list[str]]:
     """Head indices the benchmark is scored on, and a display name for each."""
@@ -418,12 +431,14 @@ def write_results(folder: Path, result: dict, title: str) -> None:
 
 
 # --- the training step -------------------------------------------------------------------
-def training_stack_train_fn() -> TrainFn:
+def training_stack_train_fn(dev_during_training: bool = True) -> TrainFn:
     """The project's trainer (emopillars_jax.training, issue #5) as a train_fn.
 
     Trains (resuming from the run's checkpoints when they exist), then predicts the dev
     file with the checkpoint eval.checkpoint names (best | latest | a step); the runner
-    sweeps the threshold on those probabilities.
+    sweeps the threshold on those probabilities. With dev_during_training=False the
+    trainer does not see the dev file (no dev curve, no best-by-dev checkpoint), which
+    saves two dev predictions per run when only the final checkpoint is scored.
     """
     try:
         from .. import training
@@ -440,7 +455,9 @@ def training_stack_train_fn() -> TrainFn:
         from .. import sharding as shd
         from ..checkpointing import restore_params
         start = time.perf_counter()
-        summary = training.train(cfg)
+        summary = training.train(cfg if dev_during_training else
+                                 cfg.model_copy(update={"data": cfg.data.model_copy(
+                                     update={"dev": None})}))
         seconds = time.perf_counter() - start
         if summary.get("status") != "finished":
             raise EmoPillarsError(f"{cfg.out_dir}: training stopped ({summary.get('status')}); "
@@ -463,11 +480,14 @@ def training_stack_train_fn() -> TrainFn:
 def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path | None = None,
                   overrides: list[str] | tuple = (), source: str | Path | None = None,
                   out_dir: str | Path | None = None, baseline: bool = True,
-                  folds: int | None = None, train_fn: TrainFn | None = None, log=print) -> dict:
+                  folds: int | None = None, train_fn: TrainFn | None = None,
+                  train_subset: tuple[int, int] | None = None, log=print) -> dict:
     """Fine-tune from `init_from` (b) and/or the config's encoder (baseline); compare.
 
     `init_from`: the exported Hugging Face folder of the student trained on the synthetic
-    data (step a). Returns {"variants": {variant: aggregated result}, "out_dir": ...}.
+    data (step a). `train_subset` (n, seed): every variant trains on the same seeded
+    sample of n training records (a learning curve). Returns {"variants": {variant:
+    aggregated result}, "out_dir": ...}.
     """
     from ..config import load_config
     from ..train_config import TrainConfig
@@ -479,6 +499,8 @@ def run_benchmark(name: str, init_from: str | None = None, *, config: str | Path
     check_decision_rule(name, cfg.eval.prior_shift, cfg.eval.calibration)
     runs = prepare(name, source or default_source(name), out / "data", label_space,
                    folds=folds, seed=cfg.seed, log=log)
+    if train_subset:
+        runs = [subsample_train(run, *train_subset) for run in runs]
     if cfg.eval.calibration != "none":
         runs = [hold_out_calibration(run, cfg.eval.calibration_fraction, cfg.seed)
                 for run in runs]
