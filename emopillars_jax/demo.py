@@ -2,7 +2,9 @@
 
 Phases: generate (six llama.cpp stages + stats) -> train a context-less and a contextual
 MiniLM student -> export both to Hugging Face folders verified against PyTorch ->
-optionally fine-tune on GoEmotions -> predict example sentences -> summary.
+optionally train a student on the paper's released data (`emopillars=FOLDER`) and score the
+context-less students on its validation split and on GoEmotions dev -> optionally
+fine-tune on GoEmotions -> predict example sentences -> summary (demo_summary.py).
 Each finished phase is recorded in OUT/demo_state.json, so a re-run resumes (generation and
 training also resume inside a phase); `--fresh` starts over.
 """
@@ -20,6 +22,7 @@ from pydantic import Field
 from data_gen.config import GenerateConfig
 
 from .config import Section, dump_config, load_config
+from .demo_summary import print_summary
 from .errors import EmoPillarsError
 from .train_config import TrainConfig
 
@@ -39,6 +42,11 @@ class DemoConfig(Section):
     train: TrainConfig = TrainConfig()
     contextual: bool = True         # also train a context-aware student
     goemotions: str | None = None   # folder with GoEmotions train.tsv/dev.tsv, e.g. ../shared/data/goemotions
+    # folder with the paper's released data, train.jsonl + validation.jsonl (`emopillars data
+    # download emopillars`, or the copy in ../shared/data/emopillars): trains a release
+    # student beside the generated-data one and scores both on the same held-out data
+    emopillars: str | None = None
+    release: TrainConfig = TrainConfig(epochs=3, batch_size=32)
     finetune: TrainConfig = TrainConfig(epochs=1, batch_size=32)
     finetune_max_examples: int | None = Field(4000, ge=1)   # GoEmotions train rows used
     examples: list[Example] = []
@@ -92,7 +100,35 @@ def _eval_summary(train_out: str) -> dict:
         return {}
     results = json.loads(path.read_text())
     return {split: {"macro_f1": round(m["macro_f1"], 4), "micro_f1": round(m["micro_f1"], 4),
-                    "threshold": m["thresholds"]["global"]} for split, m in results.items()}
+                    "threshold": m["thresholds"]["global"], "examples": m["examples"]}
+            for split, m in results.items()}
+
+
+def held_out_sets(cfg: DemoConfig) -> dict[str, Path]:
+    """Real labelled data the context-less students are scored on, when given."""
+    sets = {}
+    if cfg.emopillars:
+        sets["Emo Pillars validation"] = Path(cfg.emopillars) / "validation.jsonl"
+    if cfg.goemotions:
+        sets["GoEmotions dev"] = Path(cfg.goemotions) / "dev.tsv"
+    return sets
+
+
+def score_students(folders: dict[str, str], sets: dict[str, Path]) -> dict:
+    """Each exported student's macro-F1 on each set, at its own threshold (chosen on its own
+    dev data) and swept on the set itself (optimistic)."""
+    from . import data as data_lib
+    from .evaluation import threshold_scores
+    from .predict import Predictor
+    examples = {name: data_lib.read_examples(path, num_labels=28) for name, path in sets.items()}
+    out = {}
+    for student, folder in folders.items():
+        predictor = Predictor.from_path(folder)
+        out[student] = {name: threshold_scores(ex.targets >= 0.5,
+                                               predictor.probabilities(ex.text_a),
+                                               predictor.threshold)
+                        for name, ex in examples.items()}
+    return out
 
 
 def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
@@ -148,6 +184,35 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
             return {"folder": str(folder), "verified": True}
         exported[mode] = phases.run(f"export_{mode}", do_export)
 
+    contextless = {"generated data": exported["contextless"]["folder"]}
+    if cfg.emopillars:
+        release = Path(cfg.emopillars)
+        missing = [n for n in ("train.jsonl", "validation.jsonl") if not (release / n).is_file()]
+        if missing:
+            raise EmoPillarsError(f"emopillars={release}: no {' or '.join(missing)} there "
+                                  "(expected the release's context-less split files)")
+
+        def do_release():
+            rcfg = cfg.release.model_copy(deep=True)
+            rcfg.out_dir = str(out / "train_release")
+            rcfg.data.train = str(release / "train.jsonl")
+            rcfg.data.dev = str(release / "validation.jsonl")
+            rcfg.data.test = None
+            summary = training.train(rcfg)
+            folder = out / "export" / "minilm-emopillars-release"
+            export_from_checkpoint(Path(rcfg.out_dir) / "checkpoints", folder,
+                                   which="latest", verify=True)
+            examples = len(training.read_split(rcfg, rcfg.data.train))
+            return {"step": summary["step"], "train_examples": examples,
+                    "metrics": _eval_summary(rcfg.out_dir), "folder": str(folder)}
+        release_student = phases.run("train_release", do_release)
+        contextless["released data"] = release_student["folder"]
+    else:
+        release_student = None
+    sets = held_out_sets(cfg)
+    scores = phases.run("score_students", lambda: score_students(contextless, sets)) \
+        if sets else {}
+
     if cfg.goemotions:
         def do_finetune():
             from .benchmarks.runner import prepare
@@ -167,18 +232,26 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
               "the official TSVs (`emopillars data download goemotions`, or the copy in "
               "../shared/data/goemotions) and run `make demo DEMO_ARGS=goemotions=PATH`.")
 
+    students_to_ask = {"contextless": exported["contextless"]["folder"]}
+    if release_student:
+        students_to_ask["released data"] = release_student["folder"]
+    if "contextual" in exported:
+        students_to_ask["contextual"] = exported["contextual"]["folder"]
+
     def do_predict():
         rows = []
-        for mode in modes:
-            predictor = Predictor.from_path(exported[mode]["folder"])
-            examples = [e for e in cfg.examples if (e.context is not None) == (mode == "contextual")]
+        for model, folder in students_to_ask.items():
+            predictor = Predictor.from_path(folder)
+            examples = [e for e in cfg.examples
+                        if (e.context is not None) == (model == "contextual")]
             if not examples:
                 continue
             preds = predictor.predict([e.text for e in examples],
-                                      [e.context for e in examples] if mode == "contextual" else None)
+                                      [e.context for e in examples] if model == "contextual"
+                                      else None)
             for e, p in zip(examples, preds):
                 top = sorted(p["scores"].items(), key=lambda kv: -kv[1])[:3]
-                rows.append({"model": mode, "context": e.context, "text": e.text,
+                rows.append({"model": model, "context": e.context, "text": e.text,
                              "labels": p["labels"], "top3": [[k, round(v, 3)] for k, v in top]})
         return rows
     predictions = phases.run("predict", do_predict)
@@ -186,6 +259,7 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
     summary = {
         "dataset": gen["dataset"], "dataset_counts": gen["counts"], "stats": gen["stats"],
         "students": students, "exported": exported, "goemotions": goemotions,
+        "release_student": release_student, "held_out_scores": scores,
         "predictions": predictions,
         "phase_seconds": {k: v["seconds"] for k, v in phases.state.items()},
         "wall_seconds_this_run": round(time.perf_counter() - t_start, 1),
@@ -194,30 +268,6 @@ def run_demo(cfg: DemoConfig, fresh: bool = False) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
-
-
-def print_summary(s: dict) -> None:
-    print("\n=== Emo Pillars demo: summary ===")
-    print(f"dataset      {s['dataset']}")
-    for name, c in s["dataset_counts"].items():
-        print(f"  {name:12s} " + "  ".join(f"{k}={v}" for k, v in c.items()))
-    print(f"stats        {s['stats']}/report.md (+ PNG plots)")
-    for mode, st in s["students"].items():
-        metrics = "  ".join(f"{split} macro-F1 {m['macro_f1']:.3f} (thr {m['threshold']:.2f})"
-                            for split, m in st["metrics"].items())
-        print(f"student {mode:12s} checkpoints {st['checkpoints']}\n  {metrics}\n  report {st['report']}")
-    for mode, ex in s["exported"].items():
-        print(f"exported {mode:11s} {ex['folder']} (logits verified against PyTorch)")
-    if s["goemotions"]:
-        m = s["goemotions"]["metrics"].get("dev", {})
-        print(f"GoEmotions fine-tune: dev macro-F1 {m.get('macro_f1', float('nan')):.3f}")
-    print("predictions:")
-    for row in s["predictions"]:
-        ctx = f"[{row['context'][:50]}...] " if row["context"] else ""
-        print(f"  ({row['model']}) {ctx}{row['text']!r}\n      -> {row['labels'] or '-'}  "
-              f"top3 {row['top3']}")
-    print("phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["phase_seconds"].items()))
-    print(f"peak memory {s['peak_memory_gb']:.2f} GB; this run {s['wall_seconds_this_run']:.0f} s")
 
 
 def run_cli(args) -> int:
