@@ -494,10 +494,6 @@ def scorer_for(engine, cfg: GenerateConfig) -> Scorer:
 
 # ------------------------------------------------------------------------ the stage
 
-def _ids(item: dict) -> dict:
-    return {k: item[k] for k in ("plot_id", "character_id", "utterance_id") if k in item}
-
-
 def class_priors(cfg: GenerateConfig, scorer: Scorer, items: list[dict], scores: Store) -> dict:
     """The calibration of this run: method, how many inputs, and the 28 priors."""
     method = cfg.scoring.calibration
@@ -523,7 +519,7 @@ def run_scoring_stage(stage, items: list[dict], engine, cfg: GenerateConfig, sto
     the calibration; `rejects` stays empty (a score is never unparseable)."""
     from tqdm import tqdm
 
-    from .pipeline import CHUNK_PER_SEQUENCE
+    from .pipeline import CHUNK_PER_SEQUENCE, _ids
     scores = Store(store.path.with_name(f"{stage.name}_scores.jsonl"), stage.key)
     priors_path = store.path.with_name(f"{stage.name}_priors.json")
     scorer = scorer_for(engine, cfg)

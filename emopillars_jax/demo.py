@@ -118,16 +118,12 @@ def score_students(folders: dict[str, str], sets: dict[str, Path]) -> dict:
     """Each exported student's macro-F1 on each set, at its own threshold (chosen on its own
     dev data) and swept on the set itself (optimistic)."""
     from . import data as data_lib
-    from .evaluation import threshold_scores
     from .predict import Predictor
     examples = {name: data_lib.read_examples(path, num_labels=28) for name, path in sets.items()}
     out = {}
     for student, folder in folders.items():
         predictor = Predictor.from_path(folder)
-        out[student] = {name: threshold_scores(ex.targets >= 0.5,
-                                               predictor.probabilities(ex.text_a),
-                                               predictor.threshold)
-                        for name, ex in examples.items()}
+        out[student] = {name: predictor.held_out_scores(ex) for name, ex in examples.items()}
     return out
 
 

@@ -162,6 +162,13 @@ class Predictor:
             })
         return results
 
+    def held_out_scores(self, examples) -> dict:
+        """Macro-F1 on labelled context-less examples (data.read_examples) at this model's
+        own threshold, and at one swept on them (optimistic): evaluation.threshold_scores."""
+        from .evaluation import threshold_scores
+        return threshold_scores(examples.targets >= 0.5, self.probabilities(examples.text_a),
+                                self.threshold)
+
 
 def read_inputs(path: str | Path) -> tuple[list[str], list[str | None]]:
     """A JSON Lines or CSV file with a `text` (or `utterance`) and optional `context` field."""

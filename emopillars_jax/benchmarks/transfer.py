@@ -71,12 +71,9 @@ def zero_shot(student: str, source: str) -> dict:
     """The student's GoEmotions dev scores without GoEmotions training: at its own threshold
     (chosen on Emo Pillars validation) and at one swept on GoEmotions dev (optimistic)."""
     from .. import data as data_lib
-    from ..evaluation import threshold_scores
     from ..predict import Predictor
     dev = data_lib.read_examples(Path(source) / "dev.tsv", num_labels=28)
-    predictor = Predictor.from_path(student)
-    return threshold_scores(dev.targets >= 0.5, predictor.probabilities(dev.text_a),
-                            predictor.threshold)
+    return Predictor.from_path(student).held_out_scores(dev)
 
 
 def run_transfer(cfg: TransferConfig, train_fn=None, log=print) -> dict:
