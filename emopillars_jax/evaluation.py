@@ -90,6 +90,11 @@ def thresholds_array(thresholds: dict) -> np.ndarray | float:
         float(thresholds["global"])
 
 
+def every_label_macro_f1(gold: np.ndarray) -> float:
+    """The trivial reference: every class predicted for every example."""
+    return metrics(gold, np.ones_like(gold, dtype=bool))["macro_f1"]
+
+
 def threshold_scores(gold: np.ndarray, probs: np.ndarray, own_threshold) -> dict:
     """Macro-F1 of `probs` at a threshold chosen elsewhere (one, or one per class), and at
     the best global threshold swept on this very set (optimistic: chosen on the scored
@@ -101,8 +106,7 @@ def threshold_scores(gold: np.ndarray, probs: np.ndarray, own_threshold) -> dict
             "macro_f1": own["macro_f1"], "micro_f1": own["micro_f1"],
             "labels_per_example": round(float(np.asarray(predicted).sum(1).mean()), 2),
             "swept_threshold": swept, "macro_f1_swept": swept_f1,
-            # the trivial reference: every class predicted for every example
-            "every_label_macro_f1": metrics(gold, np.ones_like(gold, dtype=bool))["macro_f1"]}
+            "every_label_macro_f1": every_label_macro_f1(gold)}
 
 
 def evaluate_split(targets: np.ndarray, probs: np.ndarray, thresholds: dict,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from emopillars_jax.benchmarks.transfer import budget_overrides  # noqa: E402
 from emopillars_jax.config import load_config  # noqa: E402
 from emopillars_jax.errors import EmoPillarsError  # noqa: E402
-from emopillars_jax.evaluation import metrics  # noqa: E402
+from emopillars_jax.evaluation import every_label_macro_f1  # noqa: E402
 from emopillars_jax.taxonomy import LABELS, NUM_LABELS  # noqa: E402
 from emopillars_jax.train_config import TrainConfig  # noqa: E402
 
@@ -60,12 +60,9 @@ def label_summary(rows: list[str]) -> dict:
             "top_label_share": counts[top] / len(rows)}
 
 
-def every_label_macro_f1(path: str, cfg: TrainConfig) -> float:
-    import numpy as np
-
+def every_label_score(path: str, cfg: TrainConfig) -> float:
     from emopillars_jax.training import read_split
-    gold = read_split(cfg, path).targets >= 0.5
-    return metrics(gold, np.ones_like(gold))["macro_f1"]
+    return every_label_macro_f1(read_split(cfg, path).targets >= 0.5)
 
 
 def mean_sd(values: list[float]) -> dict:
@@ -126,8 +123,8 @@ def main() -> int:
                 "threshold": report["dev"]["thresholds"]["global"],
                 "goemotions_macro_f1": report["test"]["macro_f1"],
                 "goemotions_examples": report["test"]["examples"]})
-    results["every_label"] = {"validation": every_label_macro_f1(val, recipe),
-                              "goemotions": every_label_macro_f1(args.goemotions_dev, recipe)}
+    results["every_label"] = {"validation": every_label_score(val, recipe),
+                              "goemotions": every_label_score(args.goemotions_dev, recipe)}
     for source, runs in results["runs"].items():
         results[source] = {k: mean_sd([r[k] for r in runs])
                            for k in ("validation_macro_f1", "goemotions_macro_f1")}
