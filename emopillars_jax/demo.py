@@ -99,8 +99,11 @@ def _eval_summary(train_out: str) -> dict:
     if not path.is_file():
         return {}
     results = json.loads(path.read_text())
+    # (.get: an eval.json written before these two fields existed still summarises)
     return {split: {"macro_f1": round(m["macro_f1"], 4), "micro_f1": round(m["micro_f1"], 4),
-                    "threshold": m["thresholds"]["global"], "examples": m["examples"]}
+                    "threshold": m["thresholds"]["global"], "examples": m["examples"],
+                    "labels_per_example": m.get("labels_per_example"),
+                    "every_label_macro_f1": m.get("every_label_macro_f1")}
             for split, m in results.items()}
 
 

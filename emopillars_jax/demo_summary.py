@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .taxonomy import LABELS
+
 FEW = 100            # scores from fewer examples are flagged as rough indications
 DOMINANT = 0.5       # a label on more than this share of examples is called out
 TRIVIAL_MARGIN = 0.01   # macro-F1 within this of "every label predicted" is called out
@@ -32,9 +34,35 @@ def _few(count: int) -> str:
     return f"  [only {_n(count)}: a rough indication]" if count < FEW else ""
 
 
+def _every_label(labels_per_example: float | None) -> bool:
+    """All (or all but a fraction of one) classes on the average example."""
+    return labels_per_example is not None and labels_per_example >= len(LABELS) - 0.5
+
+
+def _trivial(m: dict) -> str | None:
+    """Why a score says nothing about what the model learned, or None."""
+    if _every_label(m.get("labels_per_example")):
+        return (f"it puts all {len(LABELS)} labels on the examples: this is the every-label "
+                "answer, not a learned one")
+    every = m.get("every_label_macro_f1")
+    if every is not None and m["macro_f1"] <= every + TRIVIAL_MARGIN:
+        return "it is no better than predicting every label: it has not learned to tell the " \
+               "emotions apart"
+    return None
+
+
+def _reference(m: dict) -> str:
+    if m.get("every_label_macro_f1") is None:
+        return ""
+    return (f"; every label would score {m['every_label_macro_f1']:.3f}; "
+            f"{m['labels_per_example']:.1f} labels each")
+
+
 def _labels(labels: list[str], show: int = 6) -> str:
     if not labels:
         return "-"
+    if len(labels) == len(LABELS):
+        return f"every label (all {len(LABELS)})"
     if len(labels) <= show:
         return str(labels)
     return f"{len(labels)} labels ({', '.join(labels[:show])}, ...)"
@@ -77,7 +105,9 @@ def print_summary(s: dict) -> None:
         for split, m in st["metrics"].items():
             how = "chosen on these same examples" if split == "dev" else "from the dev plot"
             print(f"    {split:5s} macro-F1 {m['macro_f1']:.3f} on {_n(m['examples'])} "
-                  f"(threshold {m['threshold']:.2f}, {how}){_few(m['examples'])}")
+                  f"(threshold {m['threshold']:.2f}, {how}){_reference(m)}{_few(m['examples'])}")
+            if why := _trivial(m):
+                print(f"          WARNING: {why}.")
     for mode, ex in s["exported"].items():
         print(f"exported {mode:11s} {ex['folder']} (logits verified against PyTorch)")
     release = s.get("release_student")
@@ -106,12 +136,10 @@ def print_summary(s: dict) -> None:
         for name, m in next(iter(scores.values())).items():
             print(f"  for comparison, predicting every label for every example: "
                   f"{m['every_label_macro_f1']:.3f} on {name}")
-        trivial = [(student, name) for student, per_set in scores.items()
-                   for name, m in per_set.items()
-                   if m["macro_f1"] <= m["every_label_macro_f1"] + TRIVIAL_MARGIN]
-        for student, name in trivial:
-            print(f"  WARNING: the student trained on {student} is no better than predicting "
-                  f"every label on {name}: it has not learned to tell the emotions apart.")
+        for student, per_set in scores.items():
+            for name, m in per_set.items():
+                if why := _trivial(m):
+                    print(f"  WARNING: the student trained on {student}, on {name}: {why}.")
     if s["goemotions"]:
         m = s["goemotions"]["metrics"].get("dev", {})
         print(f"GoEmotions fine-tune of the generated-data student: dev macro-F1 "
@@ -126,5 +154,13 @@ def print_summary(s: dict) -> None:
         print(f"  {ctx}{text!r}")
         for row in rows:
             print(f"      {row['model']:14s} -> {_labels(row['labels'])}  top3 {row['top3']}")
+    by_model: dict[str, list[dict]] = {}
+    for row in s["predictions"]:
+        by_model.setdefault(row["model"], []).append(row)
+    for model, rows in by_model.items():
+        if all(len(row["labels"]) == len(LABELS) for row in rows):
+            print(f"  WARNING: '{model}' puts every label on every sentence above: at its "
+                  "threshold it does not tell the emotions apart (its top-3 probabilities "
+                  "show what it leans to).")
     print("phase times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in s["phase_seconds"].items()))
     print(f"peak memory {s['peak_memory_gb']:.2f} GB; this run {s['wall_seconds_this_run']:.0f} s")

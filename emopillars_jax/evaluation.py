@@ -90,6 +90,12 @@ def thresholds_array(thresholds: dict) -> np.ndarray | float:
         float(thresholds["global"])
 
 
+def labels_per_example(predicted: np.ndarray) -> float:
+    """Mean number of classes predicted per example (all of them: the every-label answer)."""
+    predicted = np.asarray(predicted)
+    return round(float(predicted.sum(1).mean()), 2) if len(predicted) else 0.0
+
+
 def every_label_macro_f1(gold: np.ndarray) -> float:
     """The trivial reference: every class predicted for every example."""
     return metrics(gold, np.ones_like(gold, dtype=bool))["macro_f1"]
@@ -104,16 +110,21 @@ def threshold_scores(gold: np.ndarray, probs: np.ndarray, own_threshold) -> dict
     own = metrics(gold, predicted)
     return {"examples": int(len(gold)), "own_threshold": np.asarray(own_threshold).tolist(),
             "macro_f1": own["macro_f1"], "micro_f1": own["micro_f1"],
-            "labels_per_example": round(float(np.asarray(predicted).sum(1).mean()), 2),
+            "labels_per_example": labels_per_example(predicted),
             "swept_threshold": swept, "macro_f1_swept": swept_f1,
             "every_label_macro_f1": every_label_macro_f1(gold)}
 
 
 def evaluate_split(targets: np.ndarray, probs: np.ndarray, thresholds: dict,
                    names: Sequence[str] | None = None) -> dict:
-    """Metrics of one split; gold = targets >= 0.5 (soft targets are binarised here)."""
+    """Metrics of one split; gold = targets >= 0.5 (soft targets are binarised here).
+    With them, the every-label reference a score must beat to mean anything, and how many
+    labels the model puts on an example (all of them is that reference's answer)."""
     gold = np.asarray(targets) >= 0.5
-    out = metrics(gold, predict(probs, thresholds_array(thresholds)), names)
+    predicted = predict(probs, thresholds_array(thresholds))
+    out = metrics(gold, predicted, names)
+    out["labels_per_example"] = labels_per_example(predicted)
+    out["every_label_macro_f1"] = every_label_macro_f1(gold)
     out["thresholds"] = thresholds
     return out
 
@@ -126,10 +137,14 @@ def markdown_report(results: dict[str, dict], title: str = "Evaluation") -> str:
     thr = next(iter(results.values()))["thresholds"]
     per = " (per-class thresholds on)" if thr.get("per_class") else ""
     lines += [f"Global threshold (chosen on dev): {thr['global']:.2f}{per}", "",
-              "| split | examples | macro-F1 | micro-F1 | weighted-F1 |", "|---|---|---|---|---|"]
+              "| split | examples | macro-F1 | micro-F1 | weighted-F1 | labels/example "
+              "| macro-F1 of every label |", "|---|---|---|---|---|---|---|"]
     for split, m in results.items():
         lines.append(f"| {split} | {m['examples']} | {m['macro_f1']:.4f} | {m['micro_f1']:.4f} "
-                     f"| {m['weighted_f1']:.4f} |")
+                     f"| {m['weighted_f1']:.4f} | {m['labels_per_example']:.2f} "
+                     f"| {m['every_label_macro_f1']:.4f} |")
+    lines += ["", "The last column is the trivial reference: every class predicted for every "
+              "example. A macro-F1 near it has not learned to tell the classes apart."]
     lines += ["", "## Per class", "",
               "| class | " + " | ".join(f"{s} P | {s} R | {s} F1 | {s} n" for s in splits) + " |",
               "|---|" + "---|---|---|---|" * len(splits)]

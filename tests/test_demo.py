@@ -131,6 +131,41 @@ def test_summary_says_what_each_score_is_computed_on(tiny_demo, capsys):
     assert "contextless" in block.split("\n")[1] and "released data" in block.split("\n")[2]
 
 
+def test_summary_calls_out_every_label_answers(tiny_demo, capsys):
+    from emopillars_jax.taxonomy import LABELS
+    # the failure the demo used to hide: 1.000 on 2 test examples from a student that puts
+    # every label on everything (when every label also scores 1.000)
+    every = {"macro_f1": 1.0, "micro_f1": 0.3, "threshold": 0.05, "examples": 2,
+             "labels_per_example": 28.0, "every_label_macro_f1": 1.0}
+    learned = {"macro_f1": 0.62, "micro_f1": 0.6, "threshold": 0.3, "examples": 400,
+               "labels_per_example": 1.4, "every_label_macro_f1": 0.12}
+    prior = {**learned, "macro_f1": 0.125, "labels_per_example": 3.0}
+    students = {"contextless": {"checkpoints": "c", "report": "r",
+                                "metrics": {"dev": learned, "test": prior}},
+                "contextual": {"checkpoints": "c", "report": "r", "metrics": {"test": every}}}
+    predictions = [{"model": "contextual", "context": "ctx", "text": t, "labels": list(LABELS),
+                    "top3": [["anger", 0.4], ["joy", 0.3], ["fear", 0.2]]} for t in ("a", "b")]
+    predictions.append({"model": "contextless", "context": None, "text": "c",
+                        "labels": list(LABELS), "top3": [["anger", 0.4]]})
+    predictions.append({"model": "contextless", "context": None, "text": "d",
+                        "labels": ["joy"], "top3": [["joy", 0.9]]})
+    demo.print_summary({**summary_of(tiny_demo), "students": students,
+                        "predictions": predictions})
+    lines = capsys.readouterr().out.splitlines()
+    i = next(n for n, line in enumerate(lines) if "test  macro-F1 1.000 on 2 examples" in line)
+    assert "every label would score 1.000; 28.0 labels each" in lines[i]
+    assert "WARNING" in lines[i + 1] and "every-label answer" in lines[i + 1]
+    j = next(n for n, line in enumerate(lines) if "test  macro-F1 0.125 on 400" in line)
+    assert "WARNING" in lines[j + 1] and "no better than predicting every label" in lines[j + 1]
+    k = next(n for n, line in enumerate(lines) if "dev   macro-F1 0.620 on 400" in line)
+    assert "every label would score 0.120" in lines[k] and "WARNING" not in lines[k + 1]
+    assert sum("-> every label (all 28)" in line for line in lines) == 3
+    # only the student with every label on every sentence is called out
+    assert [line for line in lines if "puts every label on every sentence" in line] == \
+        [line for line in lines if line.startswith("  WARNING: 'contextual' puts every")]
+    assert len([line for line in lines if "puts every label on every sentence" in line]) == 1
+
+
 def test_summary_without_the_release_says_how_to_get_it(tiny_demo, capsys):
     summary = {**summary_of(tiny_demo), "release_student": None, "held_out_scores": {}}
     demo.print_summary(summary)

@@ -57,6 +57,24 @@ def test_per_class_thresholds_differ_when_classes_are_calibrated_differently():
                                                         "per_class": None})["macro_f1"] < 1.0
 
 
+def test_a_split_carries_the_every_label_reference():
+    # two examples sharing the same two gold classes: predicting every class scores 1.0,
+    # which is why a perfect score on such a split means nothing
+    gold = np.zeros((2, 28), np.float32)
+    gold[:, [3, 9]] = 1
+    low = E.evaluate_split(gold, np.full((2, 28), 0.2), {"global": 0.1, "per_class": None})
+    assert low["macro_f1"] == 1.0 and low["every_label_macro_f1"] == 1.0
+    assert low["labels_per_example"] == 28.0
+    # a discriminating model reaches the same score with two labels each
+    probs = np.where(gold > 0, 0.9, 0.1)
+    sharp = E.evaluate_split(gold, probs, {"global": 0.5, "per_class": None})
+    assert sharp["macro_f1"] == 1.0 and sharp["labels_per_example"] == 2.0
+    # on a mixed split the reference is well below a good model
+    gold = np.eye(28, dtype=np.float32)
+    assert E.evaluate_split(gold, gold, {"global": 0.5, "per_class": None})[
+        "every_label_macro_f1"] == pytest.approx(2 / 29)     # per class P 1/28, R 1
+
+
 def test_report_files(tmp_path):
     rng = np.random.default_rng(2)
     gold = rng.random((50, 28)) < 0.1
@@ -69,5 +87,7 @@ def test_report_files(tmp_path):
     assert json.loads(paths["json"].read_text())["test"]["macro_f1"] == results["test"]["macro_f1"]
     md = paths["markdown"].read_text()
     assert "| admiration |" in md and "| test |" in md and f"{thr['global']:.2f}" in md
+    test = results["test"]
+    assert f"| {test['labels_per_example']:.2f} | {test['every_label_macro_f1']:.4f} |" in md
     for key in ("per_class_png", "curves_png"):
         assert paths[key].read_bytes()[:4] == b"\x89PNG"
